@@ -1,0 +1,60 @@
+"""``generate_scene``: layout → camera path → ray-cast views → nerfstudio dataset on disk."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .cameras import PinholeCameras, arc_path, intrinsics_for, orbit_path
+from .config import SceneConfig, SceneConfigError
+from .dataset import sample_seed_points, settings_record, split_indices, write_dataset
+from .layout import LAYOUTS, SceneLayout
+from .render import render_view
+
+
+@dataclass
+class SceneSummary:
+    out: Path
+    train_indices: list[int]
+    test_indices: list[int]
+    num_points: int
+
+
+def make_cameras(config: SceneConfig, layout: SceneLayout, rng: np.random.Generator) -> PinholeCameras:
+    phase = float(rng.uniform(0, 2 * np.pi))
+    if config.camera_path == "orbit":
+        poses = orbit_path(config.views, layout.orbit_radius, layout.camera_height, layout.target,
+                           height_wobble=0.15, phase=phase)
+    else:
+        poses = arc_path(config.views, layout.orbit_radius * 1.1, layout.camera_height, layout.target,
+                         span_degrees=60.0, phase=phase)
+    fx, fy, cx, cy = intrinsics_for(config.width, config.resolution, config.fov_degrees)
+    return PinholeCameras(poses, fx, fy, cx, cy, config.width, config.resolution)
+
+
+def generate_scene(out: str | Path | None = None, config: SceneConfig | None = None, **options) -> SceneSummary:
+    """Generate a scene; ``options`` are :class:`SceneConfig` fields (``seed``, ``views``, ``train_views``, ...)."""
+    config = replace(config or SceneConfig(), **options)
+    if out is not None:
+        config = replace(config, out=Path(out))
+    config.validate()
+    rng = np.random.default_rng(config.seed)
+    layout = LAYOUTS[config.kind](rng)
+    cameras = make_cameras(config, layout, rng)
+    views = [render_view(layout, cameras, i, config.supersample) for i in range(config.views)]
+    images, depths = [v.rgb for v in views], [v.depth for v in views]
+    train, test = split_indices(config.views, config.train_views)
+    points, colors = sample_seed_points(cameras, depths, images, train, config.points_per_view,
+                                        config.point_noise, rng)
+    out_dir = Path(config.out)
+    try:
+        if out_dir.exists() and config.overwrite:
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SceneConfigError(f"--out {out_dir} is not writable ({error.strerror}); choose another path.") from error
+    write_dataset(out_dir, cameras, images, depths, train, test, points, colors, settings_record(config))
+    return SceneSummary(out_dir, train, test, len(points))

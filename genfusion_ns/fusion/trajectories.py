@@ -1,0 +1,195 @@
+"""Novel camera trajectories for repair rounds, in nerfstudio's (dataparser-normalised) world frame.
+
+Poses are camera-to-world ``[N,3,4]`` tensors in nerfstudio's OpenGL convention (x right, y up, z back), exactly
+what ``Cameras.camera_to_worlds`` holds, so trajectories can be rendered with the training cameras' intrinsics.
+The modes follow the authors' outpainters (``genfusion_reconstruction.md`` §5.3-5.6):
+
+* ``sparse``: an ellipse around the training cameras' focus point, whose height swing shrinks and whose pitch
+  grows with the round index, so every round shows the model different novel views;
+* ``crop``: the training trajectory itself, rendered full-frame (masked / narrow field-of-view input);
+* ``rotation``: an ellipse at the cameras' mean height whose cameras are yawed sideways by an angle (completion);
+* ``path``: a camera path saved from the nerfstudio viewer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
+
+
+def camera_centers(c2w: torch.Tensor) -> torch.Tensor:
+    return c2w[:, :3, 3]
+
+
+def forward_axes(c2w: torch.Tensor) -> torch.Tensor:
+    """Viewing directions (OpenGL cameras look down their -z axis)."""
+    return -c2w[:, :3, 2]
+
+
+def focus_point(c2w: torch.Tensor) -> torch.Tensor:
+    """Least-squares point closest to all optical axes: where the capture is looking."""
+    origins, dirs = camera_centers(c2w).double(), torch.nn.functional.normalize(forward_axes(c2w).double(), dim=-1)
+    projector = torch.eye(3, dtype=torch.float64) - dirs[:, :, None] * dirs[:, None, :]
+    lhs, rhs = projector.sum(0), (projector @ origins[:, :, None]).sum(0)[:, 0]
+    if torch.linalg.matrix_rank(lhs) < 3:  # all axes parallel: fall back to a point ahead of the cameras
+        return (origins.mean(0) + dirs.mean(0)).to(c2w.dtype)
+    return torch.linalg.solve(lhs, rhs).to(c2w.dtype)
+
+
+def dominant_up(c2w: torch.Tensor) -> torch.Tensor:
+    """The world axis (with sign) closest to the cameras' mean up vector."""
+    mean_up = c2w[:, :3, 1].mean(0)
+    axis = int(mean_up.abs().argmax())
+    up = torch.zeros(3, dtype=c2w.dtype)
+    up[axis] = torch.sign(mean_up[axis]) if mean_up[axis] != 0 else 1.0
+    return up
+
+
+def look_at(eyes: torch.Tensor, target: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """OpenGL camera-to-world poses ``[N,3,4]`` at ``eyes`` looking at ``target``."""
+    back = torch.nn.functional.normalize(eyes - target, dim=-1)
+    right = torch.nn.functional.normalize(torch.cross(up.expand_as(back), back, dim=-1), dim=-1)
+    true_up = torch.cross(back, right, dim=-1)
+    return torch.cat([torch.stack([right, true_up, back], dim=-1), eyes[:, :, None]], dim=-1)
+
+
+def rotate_about_local_axis(c2w: torch.Tensor, axis: int, degrees: float) -> torch.Tensor:
+    """Right-multiply each rotation by a rotation about the camera's own x (pitch) or y (yaw) axis."""
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    if axis == 0:
+        local = torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=c2w.dtype)
+    elif axis == 1:
+        local = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=c2w.dtype)
+    else:
+        raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis}")
+    out = c2w.clone()
+    out[:, :3, :3] = c2w[:, :3, :3] @ local
+    return out
+
+
+def _ellipse_extent(train_c2w: torch.Tensor, center: torch.Tensor, up_axis: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ellipse offset (the focus point, flattened onto the ground plane) and per-axis semi-extent (90th percentile)."""
+    positions = camera_centers(train_c2w)
+    offset = center.clone()
+    offset[up_axis] = 0.0
+    extent = torch.quantile((positions - offset).abs(), 0.9, dim=0)
+    return offset, extent
+
+
+def sparse_ellipse(train_c2w: torch.Tensor, num_frames: int, round_index: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The authors' sparse-view path for round ``round_index`` (reference §5.4), about the dominant up axis.
+
+    The ellipse spans 1.2× the 90th-percentile extent of the training cameras around the focus point; the
+    height oscillates between the 10th and 90th percentile camera heights scaled by
+    ``max(1.5 - 0.2 i, 0.5)`` with a random phase, and every camera is pitched by ``2 i`` degrees.
+    Unlike the authors (who assume z is up after their PCA), the height axis is the cameras' dominant up axis.
+    """
+    center = focus_point(train_c2w)
+    up = dominant_up(train_c2w)
+    up_axis = int(up.abs().argmax())
+    plane_axes = [a for a in range(3) if a != up_axis]
+    offset, extent = _ellipse_extent(train_c2w, center, up_axis)
+    low, high = (offset - extent) * 1.2, (offset + extent) * 1.2
+    heights = camera_centers(train_c2w)[:, up_axis]
+    z10, z90 = torch.quantile(heights, 0.1), torch.quantile(heights, 0.9)
+    z_variation = max(1.5 - 0.2 * round_index, 0.5)
+    z_phase = float(torch.rand((), generator=generator))
+    theta = torch.linspace(0.0, 2.0 * math.pi, num_frames + 1, dtype=train_c2w.dtype)[:-1]
+    eyes = torch.zeros(num_frames, 3, dtype=train_c2w.dtype)
+    eyes[:, plane_axes[0]] = low[plane_axes[0]] + (high - low)[plane_axes[0]] * (torch.cos(theta) / 2 + 0.5)
+    eyes[:, plane_axes[1]] = low[plane_axes[1]] + (high - low)[plane_axes[1]] * (torch.sin(theta) / 2 + 0.5)
+    swing = z10 + (z90 - z10) * (torch.cos(theta + 2.0 * math.pi * z_phase) / 2 + 0.5)
+    # The authors scale absolute heights (their scenes are centred on the ground); scale about the mean instead so
+    # a capture whose cameras sit far from height 0 is not pushed out of the scene.
+    mean_height = heights.mean()
+    eyes[:, up_axis] = mean_height + z_variation * (swing - mean_height)
+    poses = look_at(eyes, center, up)
+    # Pitch about the camera x axis: the same physical rotation in OpenCV and OpenGL axes.
+    return rotate_about_local_axis(poses, axis=0, degrees=2.0 * round_index)
+
+
+def crop_trajectory(train_c2w: torch.Tensor) -> torch.Tensor:
+    """Masked-input mode: the training poses themselves, in order (rendered full-frame by the caller)."""
+    return train_c2w.clone()
+
+
+def rotation_trajectory(train_c2w: torch.Tensor, num_frames: int, angle_degrees: float = 90.0,
+                        distance: float = 0.0, height_offset: float = 0.0) -> torch.Tensor:
+    """Scene-completion path (reference §5.6 b): an ellipse at the cameras' mean height around the focus point,
+    pushed ``distance`` away from it, then yawed by ``angle_degrees`` so the cameras look into unseen space."""
+    center = focus_point(train_c2w)
+    up = dominant_up(train_c2w)
+    up_axis = int(up.abs().argmax())
+    plane_axes = [a for a in range(3) if a != up_axis]
+    offset, extent = _ellipse_extent(train_c2w, center, up_axis)
+    low, high = offset - extent, offset + extent
+    theta = torch.linspace(0.0, 2.0 * math.pi, num_frames + 1, dtype=train_c2w.dtype)[:-1]
+    eyes = torch.zeros(num_frames, 3, dtype=train_c2w.dtype)
+    eyes[:, plane_axes[0]] = low[plane_axes[0]] + (high - low)[plane_axes[0]] * (torch.cos(theta) / 2 + 0.5)
+    eyes[:, plane_axes[1]] = low[plane_axes[1]] + (high - low)[plane_axes[1]] * (torch.sin(theta) / 2 + 0.5)
+    eyes[:, up_axis] = camera_centers(train_c2w)[:, up_axis].mean() + height_offset
+    away = torch.nn.functional.normalize(eyes - center, dim=-1)
+    eyes = eyes + distance * away
+    poses = look_at(eyes, center, up)
+    # The authors yaw about the OpenCV y axis (pointing down); OpenGL's y points up, hence the sign.
+    return rotate_about_local_axis(poses, axis=1, degrees=-angle_degrees)
+
+
+def load_viewer_camera_path(path: str | Path, num_frames: int | None = None) -> torch.Tensor:
+    """Poses from a camera-path JSON saved by the nerfstudio viewer (``camera_path[i].camera_to_world``: 16
+    row-major floats, OpenGL, nerfstudio world frame), evenly subsampled to ``num_frames`` if given."""
+    try:
+        data = json.loads(Path(path).read_text())
+        matrices = [entry["camera_to_world"] for entry in data["camera_path"]]
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"camera path file {path} does not exist; save one from the nerfstudio viewer's "
+                                "Render tab ('Generate command' writes camera_paths/*.json).") from error
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a nerfstudio viewer camera path: expected JSON with a 'camera_path' list of "
+                         "entries holding 16-number 'camera_to_world' matrices.") from error
+    if not matrices:
+        raise ValueError(f"camera path {path} has no poses.")
+    poses = torch.tensor(matrices, dtype=torch.float32).reshape(-1, 4, 4)[:, :3, :]
+    if num_frames is not None and num_frames < len(poses):
+        poses = poses[torch.linspace(0, len(poses) - 1, num_frames).round().long()]
+    return poses
+
+
+def nearest_training_view(clip_c2w: torch.Tensor, train_c2w: torch.Tensor) -> int:
+    """Reference frame for CLIP conditioning (authors' rule, §5.4): the training camera closest to the clip's mean
+    position, with half weight on the disagreement between its viewing direction and the clip's mean direction."""
+    mean_position = camera_centers(clip_c2w).mean(0)
+    mean_forward = torch.nn.functional.normalize(forward_axes(clip_c2w).mean(0), dim=0)
+    distance = (camera_centers(train_c2w) - mean_position).norm(dim=-1)
+    alignment = torch.nn.functional.normalize(forward_axes(train_c2w), dim=-1) @ mean_forward
+    return int(torch.argmin(distance + 0.5 * (1.0 - alignment)))
+
+
+def clip_windows(length: int, clip_frames: int, min_overlap: int = 4) -> list[tuple[int, int]]:
+    """Cover ``length`` frames with windows of ``clip_frames`` frames; consecutive windows share at least
+    ``min_overlap`` frames (for continuity between clips) and are spread as evenly as possible.
+
+    Returns ``(start, first_new)`` pairs: the window is ``[start, start + clip_frames)`` and frames before
+    ``first_new`` were already produced by an earlier window. (The authors' chunking leaves the tail uncovered for
+    some lengths, reference §5.1; this one always covers every frame.) Sequences shorter than a clip give a single
+    window starting at 0; the caller pads such a clip.
+    """
+    if length <= 0:
+        return []
+    if length <= clip_frames:
+        return [(0, 0)]
+    stride = max(clip_frames - min_overlap, 1)
+    count = math.ceil((length - clip_frames) / stride) + 1
+    starts = [round(i * (length - clip_frames) / (count - 1)) for i in range(count)]
+    windows, covered = [], 0
+    for start in starts:
+        windows.append((start, covered))
+        covered = start + clip_frames
+    return windows

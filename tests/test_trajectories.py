@@ -1,0 +1,98 @@
+"""Novel trajectories: valid cameras that look at the scene and stay within the capture's bounds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from genfusion_ns.fusion import trajectories as tj
+
+
+def ring_of_cameras(n: int = 8, radius: float = 2.0, height: float = 0.4, jitter: float = 0.0) -> torch.Tensor:
+    """OpenGL c2w poses on a circle around the origin, looking at it (z up)."""
+    g = torch.Generator().manual_seed(0)
+    angles = torch.linspace(0, 2 * torch.pi, n + 1)[:-1]
+    eyes = torch.stack([radius * torch.cos(angles), radius * torch.sin(angles), torch.full((n,), height)], -1)
+    eyes = eyes + jitter * torch.randn(eyes.shape, generator=g)
+    return tj.look_at(eyes, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def assert_valid_rotations(c2w: torch.Tensor) -> None:
+    rot = c2w[:, :3, :3]
+    assert torch.allclose(rot.transpose(1, 2) @ rot, torch.eye(3).expand_as(rot), atol=1e-5)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(len(rot)), atol=1e-5)
+
+
+def test_focus_point_of_a_ring_is_its_centre():
+    assert torch.allclose(tj.focus_point(ring_of_cameras(jitter=0.05)), torch.zeros(3), atol=0.1)
+    shifted = ring_of_cameras()
+    shifted[:, :3, 3] += torch.tensor([1.0, -2.0, 0.5])  # translate the whole rig: the focus point follows
+    assert torch.allclose(tj.focus_point(shifted), torch.tensor([1.0, -2.0, 0.5]), atol=1e-4)
+
+
+def test_sparse_ellipse_looks_at_scene_and_stays_in_bounds():
+    train = ring_of_cameras(n=3, jitter=0.05)
+    centre = tj.focus_point(train)
+    for round_index in range(4):
+        poses = tj.sparse_ellipse(train, 24, round_index, torch.Generator().manual_seed(round_index))
+        assert poses.shape == (24, 3, 4)
+        assert_valid_rotations(poses)
+        to_centre = torch.nn.functional.normalize(centre - tj.camera_centers(poses), dim=-1)
+        # The focus point is in front of every camera (pitch grows by 2 degrees per round only).
+        assert (torch.sum(to_centre * tj.forward_axes(poses), -1) > 0.9).all()
+        radius = tj.camera_centers(poses)[:, :2].norm(dim=-1)
+        assert radius.max() < 2.0 * 1.2 * 1.3 and radius.min() > 0.5
+    a = tj.sparse_ellipse(train, 24, 0, torch.Generator().manual_seed(0))
+    b = tj.sparse_ellipse(train, 24, 3, torch.Generator().manual_seed(0))
+    assert not torch.allclose(a, b)  # every round shows different views
+
+
+def test_rotation_trajectory_looks_sideways():
+    train = ring_of_cameras(n=6)
+    straight = tj.rotation_trajectory(train, 16, angle_degrees=0.0)
+    turned = tj.rotation_trajectory(train, 16, angle_degrees=90.0)
+    assert_valid_rotations(turned)
+    cos = torch.sum(tj.forward_axes(straight) * tj.forward_axes(turned), -1)
+    assert torch.allclose(cos, torch.zeros(16), atol=1e-5)
+    assert torch.allclose(tj.camera_centers(straight), tj.camera_centers(turned))
+
+
+def test_crop_trajectory_is_the_training_path():
+    train = ring_of_cameras(n=5)
+    assert torch.equal(tj.crop_trajectory(train), train)
+
+
+def test_viewer_camera_path(tmp_path):
+    train = ring_of_cameras(n=10)
+    full = torch.cat([train, torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(10, 1, 4)], dim=1)
+    path = tmp_path / "path.json"
+    path.write_text(json.dumps({"camera_path": [{"camera_to_world": m.reshape(-1).tolist(), "fov": 50} for m in full]}))
+    poses = tj.load_viewer_camera_path(path, num_frames=4)
+    assert torch.allclose(poses, train[[0, 3, 6, 9]], atol=1e-6)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"keyframes": []}))
+    with pytest.raises(ValueError, match="camera_path"):
+        tj.load_viewer_camera_path(bad)
+    with pytest.raises(FileNotFoundError, match="viewer"):
+        tj.load_viewer_camera_path(tmp_path / "missing.json")
+
+
+def test_nearest_training_view_prefers_position_and_direction():
+    train = ring_of_cameras(n=8)
+    clip = train[2:3].clone()
+    clip[:, :3, 3] *= 1.1
+    assert tj.nearest_training_view(clip, train) == 2
+
+
+@pytest.mark.parametrize("length", [1, 5, 16, 17, 40, 85, 150, 271, 287, 400])
+def test_clip_windows_cover_every_frame_once(length):
+    windows = tj.clip_windows(length, 16)
+    produced = []
+    for start, first_new in windows:
+        produced.extend(range(max(start, first_new), min(start + 16, length)))
+    assert produced == list(range(length))
+    starts = [s for s, _ in windows]
+    assert all(b - a <= 12 for a, b in zip(starts, starts[1:]))  # at least 4 frames shared
+    assert all(s + 16 <= max(length, 16) for s in starts)

@@ -84,15 +84,3 @@ def test_nearest_training_view_prefers_position_and_direction():
     clip = train[2:3].clone()
     clip[:, :3, 3] *= 1.1
     assert tj.nearest_training_view(clip, train) == 2
-
-
-@pytest.mark.parametrize("length", [1, 5, 16, 17, 40, 85, 150, 271, 287, 400])
-def test_clip_windows_cover_every_frame_once(length):
-    windows = tj.clip_windows(length, 16)
-    produced = []
-    for start, first_new in windows:
-        produced.extend(range(max(start, first_new), min(start + 16, length)))
-    assert produced == list(range(length))
-    starts = [s for s, _ in windows]
-    assert all(b - a <= 12 for a, b in zip(starts, starts[1:]))  # at least 4 frames shared
-    assert all(s + 16 <= max(length, 16) for s in starts)

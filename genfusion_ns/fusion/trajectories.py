@@ -170,26 +170,3 @@ def nearest_training_view(clip_c2w: torch.Tensor, train_c2w: torch.Tensor) -> in
     distance = (camera_centers(train_c2w) - mean_position).norm(dim=-1)
     alignment = torch.nn.functional.normalize(forward_axes(train_c2w), dim=-1) @ mean_forward
     return int(torch.argmin(distance + 0.5 * (1.0 - alignment)))
-
-
-def clip_windows(length: int, clip_frames: int, min_overlap: int = 4) -> list[tuple[int, int]]:
-    """Cover ``length`` frames with windows of ``clip_frames`` frames; consecutive windows share at least
-    ``min_overlap`` frames (for continuity between clips) and are spread as evenly as possible.
-
-    Returns ``(start, first_new)`` pairs: the window is ``[start, start + clip_frames)`` and frames before
-    ``first_new`` were already produced by an earlier window. (The authors' chunking leaves the tail uncovered for
-    some lengths, reference §5.1; this one always covers every frame.) Sequences shorter than a clip give a single
-    window starting at 0; the caller pads such a clip.
-    """
-    if length <= 0:
-        return []
-    if length <= clip_frames:
-        return [(0, 0)]
-    stride = max(clip_frames - min_overlap, 1)
-    count = math.ceil((length - clip_frames) / stride) + 1
-    starts = [round(i * (length - clip_frames) / (count - 1)) for i in range(count)]
-    windows, covered = [], 0
-    for start in starts:
-        windows.append((start, covered))
-        covered = start + clip_frames
-    return windows

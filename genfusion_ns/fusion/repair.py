@@ -1,0 +1,129 @@
+"""One repair round: render RGB-D clips along a novel trajectory, repair them with the video model, collect the
+repaired frames (colour + metric depth) with their cameras."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import torch
+from nerfstudio.cameras.cameras import Cameras, CameraType
+
+from genfusion_ns.fusion.trajectories import nearest_training_view
+from genfusion_ns.fusion.views import RepairedViews
+
+
+class RepairFailed(RuntimeError):
+    """A round produced unusable output (NaN / inf) or ran out of memory; the round is skipped."""
+
+
+@dataclass
+class RenderWindow:
+    """Intrinsics of the rendered frames: the training camera cropped to the video model's aspect ratio."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+
+def aspect_crop(fx: float, fy: float, cx: float, cy: float, width: int, height: int, model_width: int,
+                model_height: int, generator: Optional[torch.Generator] = None) -> RenderWindow:
+    """Largest window of the training image with the model's aspect ratio, at a random offset (the authors draw a
+    random window origin per clip). The principal point moves with the window, so the crop is exact."""
+    aspect = model_width / model_height
+    crop_w, crop_h = (round(height * aspect), height) if width / height > aspect else (width, round(width / aspect))
+    crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
+    offset_x = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
+    offset_y = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
+    return RenderWindow(fx, fy, cx - offset_x, cy - offset_y, crop_w, crop_h)
+
+
+def make_cameras(poses: torch.Tensor, window: RenderWindow) -> Cameras:
+    n = poses.shape[0]
+    full = lambda v: torch.full((n, 1), float(v))  # noqa: E731
+    return Cameras(camera_to_worlds=poses.float(), fx=full(window.fx), fy=full(window.fy), cx=full(window.cx),
+                   cy=full(window.cy), width=torch.full((n, 1), window.width, dtype=torch.long),
+                   height=torch.full((n, 1), window.height, dtype=torch.long), camera_type=CameraType.PERSPECTIVE)
+
+
+@torch.no_grad()
+def render_rgbd(model, cameras: Cameras, min_alpha: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render ``[T,H,W,3]`` colour on black and ``[T,H,W]`` z-depth (0 where the surfels cover < ``min_alpha``),
+    the artifact-video convention of the video model."""
+    was_training = model.training
+    model.eval()
+    rgbs, depths = [], []
+    try:
+        for i in range(cameras.shape[0]):
+            out = model.get_outputs(cameras[i : i + 1].to(model.device))
+            alpha = out["accumulation"]
+            background = out["background"]
+            rgb = (out["rgb"] - (1.0 - alpha) * background).clamp(0.0, 1.0)  # composite on black instead
+            depth = torch.where(alpha > min_alpha, out["depth"], torch.zeros_like(out["depth"]))
+            rgbs.append(rgb.float().cpu())
+            depths.append(depth[..., 0].float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.stack(rgbs), torch.stack(depths)
+
+
+def run_repair_round(
+    model,
+    pipe,
+    poses: torch.Tensor,
+    train_cameras: Cameras,
+    train_image: Callable[[int], torch.Tensor],
+    round_index: int,
+    step: int,
+    generator: torch.Generator,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 3.2,
+    guidance_rescale: float = 0.7,
+    on_clip_done: Optional[Callable[[int, int], None]] = None,
+) -> RepairedViews:
+    """Repair the video rendered along ``poses`` clip by clip (one CLIP reference, the nearest training view, per
+    clip). ``train_image(i)`` returns training image ``i`` as float ``[H,W,3]`` in [0,1]."""
+    from genfusion_ns.video.preprocess import clip_windows
+
+    settings = pipe.config
+    clip_length = int(settings.num_frames)
+    base = train_cameras[0:1]
+    windows = clip_windows(poses.shape[0], clip_length)
+    train_c2w = train_cameras.camera_to_worlds
+    collected: List[dict] = []
+    for k, (start, first_new) in enumerate(windows):
+        clip_poses = poses[start : start + clip_length]
+        window = aspect_crop(float(base.fx), float(base.fy), float(base.cx), float(base.cy), int(base.width),
+                             int(base.height), int(settings.width), int(settings.height), generator)
+        rgb, depth = render_rgbd(model, make_cameras(clip_poses, window))
+        reference = train_image(nearest_training_view(clip_poses, train_c2w))
+        try:
+            out = pipe(rgb, depth, reference, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                       guidance_rescale=guidance_rescale, generator=generator, output_type="pt")
+        except torch.cuda.OutOfMemoryError as error:
+            raise RepairFailed(f"out of GPU memory while repairing clip {k}: {error}") from error
+        repaired_rgb, repaired_depth = out.rgb.float().cpu(), out.depth.float().cpu()
+        if not (torch.isfinite(repaired_rgb).all() and torch.isfinite(repaired_depth).all()):
+            raise RepairFailed(f"the video model returned non-finite values for clip {k}")
+        keep = range(first_new - start, clip_poses.shape[0])
+        for j in keep:
+            collected.append({"pose": clip_poses[j], "window": window, "rgb": repaired_rgb[j],
+                              "depth": repaired_depth[j]})
+        if on_clip_done is not None:
+            on_clip_done(k + 1, len(windows))
+    return _stack(collected, round_index, step)
+
+
+def _stack(frames: List[dict], round_index: int, step: int) -> RepairedViews:
+    """Frames of one round share a size only if every clip used the same window size (true: same base camera)."""
+    column = lambda key: torch.tensor([getattr(f["window"], key) for f in frames], dtype=torch.float32)  # noqa: E731
+    return RepairedViews(
+        camera_to_worlds=torch.stack([f["pose"] for f in frames]).float(),
+        fx=column("fx"), fy=column("fy"), cx=column("cx"), cy=column("cy"),
+        rgb=(torch.stack([f["rgb"] for f in frames]).clamp(0, 1) * 255).round().to(torch.uint8),
+        depth=torch.stack([f["depth"] for f in frames]).float(),
+        round_index=round_index, step=step,
+    )

@@ -1,0 +1,67 @@
+"""Resolve ``--pipeline.video-model`` to a video pipeline, lazily, outside the nerfstudio model's checkpoints.
+
+Accepted values: ``none`` (fusion off), ``random-tiny`` (a seeded tiny random model: tests and debugging),
+``default`` (the small model shipped with this package), a local folder written by ``save_pretrained`` /
+``genfusion-convert`` / ``genfusion-train-video``, or a Hugging Face hub id already in the local cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+NONE, RANDOM_TINY, DEFAULT = "none", "random-tiny", "default"
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "video" / "default_model"
+
+
+class VideoModelUnavailable(RuntimeError):
+    """The requested video model cannot be loaded here; the message says what to do."""
+
+
+def shipped_model_dir() -> Path:
+    return SHIPPED_MODEL_DIR
+
+
+def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
+    """Build the :class:`GenFusionVideoPipeline` named by ``spec`` on ``device`` (fp16 on CUDA, fp32 on CPU).
+
+    Returns ``None`` for ``"none"``.
+    """
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    device = torch.device(device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    if spec == NONE:
+        return None
+    if spec == RANDOM_TINY:
+        pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=seed)
+    else:
+        location = shipped_model_dir() if spec == DEFAULT else spec
+        if spec == DEFAULT and not (Path(location) / "model_index.json").exists():
+            raise VideoModelUnavailable(
+                f"the shipped default video model is missing from this installation ({location}). Pass "
+                "--pipeline.video-model with a converted or trained model folder, or 'random-tiny' for a smoke test.")
+        try:
+            pipe = GenFusionVideoPipeline.from_pretrained(str(location), torch_dtype=dtype)
+        except OSError as error:
+            raise VideoModelUnavailable(str(error)) from error
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def release_from_accelerator(pipe) -> None:
+    """Move a pipeline back to host memory between rounds so reconstruction gets the GPU memory."""
+    if pipe is not None and pipe.device.type == "cuda":
+        pipe.to("cpu")
+        torch.cuda.empty_cache()
+
+
+def video_model_settings(pipe) -> Optional[dict]:
+    """Clip length and resolution the model works at."""
+    if pipe is None:
+        return None
+    return {"num_frames": int(pipe.config.num_frames), "height": int(pipe.config.height),
+            "width": int(pipe.config.width)}

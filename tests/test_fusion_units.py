@@ -1,0 +1,102 @@
+"""Fusion building blocks: round schedule, repaired-view weight, run-time views in the datamanager, render windows,
+and the video-model resolver."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from genfusion_ns.fusion.repair import aspect_crop
+from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight
+from genfusion_ns.fusion.video_model import VideoModelUnavailable, load_video_pipeline
+from genfusion_ns.fusion.views import RepairedViews
+
+
+def test_round_steps_match_the_authors_sparse_schedule():
+    assert repair_round_steps(1000, 1000, 7000, 7000) == [1000, 2000, 3000, 4000, 5000, 6000]
+    assert repair_round_steps(3000, 1000, 7000, 7000) == [3000, 4000, 5000, 6000]
+    assert repair_round_steps(500, 500, 2000, 1200) == [500, 1000]
+    with pytest.raises(ValueError, match="fusion_every"):
+        repair_round_steps(0, 0, 10, 10)
+
+
+def test_repaired_view_weight_is_a_sine_bump():
+    assert repaired_view_weight(1000, 1000, 7000, 1.0) == 0.0
+    assert repaired_view_weight(4000, 1000, 7000, 1.0) == pytest.approx(1.0)
+    assert repaired_view_weight(5000, 3000, 7000, 0.5) == pytest.approx(0.5)
+    assert repaired_view_weight(2500, 1000, 7000, 1.0) == pytest.approx(math.sin(math.pi * 0.25))
+    assert repaired_view_weight(7000, 1000, 7000, 1.0) == 0.0
+    assert repaired_view_weight(500, 1000, 7000, 1.0) == 0.0
+
+
+def test_aspect_crop_keeps_the_model_aspect_and_shifts_the_principal_point():
+    g = torch.Generator().manual_seed(0)
+    window = aspect_crop(100.0, 100.0, 64.0, 48.0, 128, 96, model_width=96, model_height=64, generator=g)
+    assert (window.width, window.height) == (128, 85)
+    assert window.cx == 64.0 and 48.0 - 11 <= window.cy <= 48.0
+    wide = aspect_crop(100.0, 100.0, 200.0, 50.0, 400, 100, model_width=96, model_height=64, generator=g)
+    assert (wide.width, wide.height) == (150, 100) and 200.0 - 250 <= wide.cx <= 200.0
+
+
+def make_views(n: int, h: int = 8, w: int = 12, value: int = 7) -> RepairedViews:
+    c2w = torch.eye(4)[:3].expand(n, 3, 4).clone()
+    c2w[:, 2, 3] = torch.arange(n, dtype=torch.float32)
+    return RepairedViews(camera_to_worlds=c2w, fx=torch.full((n,), 10.0), fy=torch.full((n,), 10.0),
+                         cx=torch.full((n,), w / 2), cy=torch.full((n,), h / 2),
+                         rgb=torch.full((n, h, w, 3), value, dtype=torch.uint8),
+                         depth=torch.rand(n, h, w) + 1.0, round_index=2, step=300)
+
+
+def test_repaired_views_round_trip_through_disk(tmp_path):
+    views = make_views(3)
+    images, depths = views.save(tmp_path / "round", scene_to_file_depth=250.0)
+    assert len(images) == 3 and all(p.exists() for p in depths)
+    back = RepairedViews.load(tmp_path / "round")
+    assert torch.equal(back.rgb, views.rgb)
+    assert torch.allclose(back.depth, views.depth, rtol=1e-6)
+    assert torch.allclose(back.camera_to_worlds, views.camera_to_worlds)
+    assert (back.round_index, back.step) == (2, 300)
+
+
+def test_datamanager_grows_samples_separately_and_shrinks(tiny_scene, tmp_path):
+    from genfusion_ns.fusion.recipes import fusion_datamanager
+
+    config = fusion_datamanager()
+    config.data = tiny_scene
+    dm = config.setup(device="cpu")
+    assert dm.num_real_views == 3 and dm.next_repaired(0) is None
+    views = make_views(4, h=32, w=32)
+    images, depths = views.save(tmp_path / "r0", dm.scene_to_file_depth)
+    new = dm.add_repaired_views(views, images, depths)
+    assert new == [3, 4, 5, 6] and len(dm.train_dataset) == 7 and len(dm.cached_train) == 7
+    assert dm.train_cameras.shape[0] == 7
+    # Real views only from next_train, repaired only from next_repaired, each index once per pass.
+    real = {int(dm.next_train(i)[0].metadata["cam_idx"]) for i in range(6)}
+    assert real == {0, 1, 2}
+    repaired = [int(dm.next_repaired(i)[0].metadata["cam_idx"]) for i in range(4)]
+    assert sorted(repaired) == [3, 4, 5, 6]
+    camera, batch = dm.next_repaired(5)
+    assert batch["image"].shape == (32, 32, 3) and batch["is_repaired"]
+    assert torch.allclose(batch["repaired_depth"][..., 0], views.depth[int(camera.metadata["cam_idx"]) - 3])
+    # The dataset view (used by the viewer) reads the written files back, depth included.
+    item = dm.train_dataset[5]
+    assert item["image"].shape[:2] == (32, 32)
+    if "depth_image" in item:
+        assert torch.allclose(item["depth_image"][..., 0], views.depth[2], rtol=1e-4)
+    assert dm.remove_repaired_views() == 4
+    assert len(dm.train_dataset) == 3 and len(dm.cached_train) == 3 and dm.next_repaired(0) is None
+
+
+def test_video_model_resolver(tmp_path):
+    assert load_video_pipeline("none", "cpu") is None
+    tiny = load_video_pipeline("random-tiny", "cpu", seed=0)
+    assert tiny.config.num_frames >= 1
+    tiny.save_pretrained(tmp_path / "model")
+    again = load_video_pipeline(str(tmp_path / "model"), "cpu")
+    a = next(tiny.unet.parameters())
+    b = next(again.unet.parameters())
+    assert torch.equal(a, b)
+    with pytest.raises(VideoModelUnavailable, match="download|not|missing"):
+        load_video_pipeline(str(tmp_path / "no-such-model"), "cpu")

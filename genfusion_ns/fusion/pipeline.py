@@ -11,6 +11,7 @@ pipeline's checkpoint state, so resume, ``ns-viewer`` and ``ns-eval`` restore th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Type
@@ -87,15 +88,18 @@ class GenFusionPipeline(VanillaPipeline):
         self._video: List[Any] = []  # a plain holder: the video model must never become a submodule
         self.repaired_round_folders: List[str] = []
         self.completed_rounds = 0
+        self.repair_seconds = 0.0  # wall time spent in repair rounds (rendering + video model), for reports
         self.output_dir: Optional[Path] = None
         self._generator = torch.Generator().manual_seed(config.seed)
 
     # ---------------------------------------------------------------- checkpoint state (plain types: weights_only)
     def get_extra_state(self) -> Dict[str, Any]:
-        return {"repaired_round_folders": list(self.repaired_round_folders), "completed_rounds": self.completed_rounds}
+        return {"repaired_round_folders": list(self.repaired_round_folders), "completed_rounds": self.completed_rounds,
+                "repair_seconds": self.repair_seconds}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
         self.completed_rounds = int(state.get("completed_rounds", 0))
+        self.repair_seconds = float(state.get("repair_seconds", 0.0))
         self.datamanager.remove_repaired_views()
         self.repaired_round_folders = []
         for folder in state.get("repaired_round_folders", []):
@@ -176,6 +180,13 @@ class GenFusionPipeline(VanillaPipeline):
 
     def run_round(self, step: int) -> bool:
         """One repair round at ``step``; a failed round is logged and skipped (training goes on)."""
+        started = time.perf_counter()
+        try:
+            return self._run_round(step)
+        finally:
+            self.repair_seconds += time.perf_counter() - started
+
+    def _run_round(self, step: int) -> bool:
         cfg, round_index = self.config, self.completed_rounds
         pipe = self.video_pipeline()
         if pipe is None:

@@ -1,0 +1,102 @@
+"""Masked reconstruction in-process with a nerfstudio method, and its full-frame RGB-D renders along the capture.
+
+Training goes through nerfstudio's own ``train_loop`` (as ``genfusion-demo`` does); the trained pipeline is loaded
+back with ``eval_setup`` and rendered with :func:`genfusion_ns.fusion.repair.render_rgbd`, the same renderer that
+produces the video model's inputs during fusion, so training data and inference inputs share one convention.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+
+class ReconstructionError(RuntimeError):
+    """The reconstruction method is unknown or its dataset cannot be used; the message says what to change."""
+
+
+@dataclass
+class CaptureRenders:
+    """Full-frame renders and ground truth of every frame, in capture (file-name) order."""
+
+    artifact_rgb: torch.Tensor  # [N, H, W, 3] float in [0, 1], colour on black
+    artifact_depth: torch.Tensor  # [N, H, W] z-depth in pose units, 0 = nothing rendered
+    target_rgb: torch.Tensor  # [N, H, W, 3] float in [0, 1]
+    target_depth: torch.Tensor | None  # [N, H, W] from the dataset's depth files (pose units), or None
+    image_filenames: list[str]
+
+
+def train_reconstruction(dataset: Path, run_dir: Path, method: str, max_steps: int | None,
+                         device: Literal["auto", "cpu", "cuda"], seed: int) -> Path:
+    """Train ``method`` on ``dataset`` with nerfstudio's ``train_loop``; returns the run's ``config.yml``."""
+    from nerfstudio.configs.method_configs import all_methods
+    from nerfstudio.scripts.train import train_loop
+
+    if method not in all_methods:
+        raise ReconstructionError(
+            f"unknown nerfstudio method {method!r}; GenFusion methods installed: "
+            f"{sorted(m for m in all_methods if m.startswith('genfusion'))}")
+    trainer = copy.deepcopy(all_methods[method])
+    trainer.pipeline.datamanager.data = dataset
+    trainer.output_dir = run_dir
+    trainer.experiment_name = "reconstruction"
+    trainer.timestamp = "run"
+    trainer.vis = "tensorboard"
+    trainer.viewer.quit_on_train_completion = True
+    trainer.machine.seed = seed
+    if device != "auto":
+        trainer.machine.device_type = device
+    if max_steps is not None:
+        trainer.max_num_iterations = max_steps
+    trainer.steps_per_save = trainer.max_num_iterations
+    trainer.steps_per_eval_image = 10**9
+    trainer.steps_per_eval_batch = 10**9
+    trainer.steps_per_eval_all_images = 10**9
+    trainer.save_config()
+    train_loop(local_rank=0, world_size=1, config=trainer)
+    return trainer.get_base_dir() / "config.yml"
+
+
+def _dataset_depths(outputs, heights: list[int], widths: list[int]) -> torch.Tensor | None:
+    """The dataset's depth files in pose units (file value x depth_unit_scale_factor), or None without files."""
+    from nerfstudio.data.utils.data_utils import get_depth_image_from_path
+
+    files = outputs.metadata.get("depth_filenames")
+    if not files:
+        return None
+    scale = float(outputs.metadata.get("depth_unit_scale_factor", 1e-3))
+    depths = [get_depth_image_from_path(filepath=Path(f), height=h, width=w, scale_factor=scale)[..., 0]
+              for f, h, w in zip(files, heights, widths)]
+    return torch.stack(depths).float()
+
+
+def render_capture(config_path: Path) -> CaptureRenders:
+    """Load a trained run and render every training-split frame full-frame (the capture trajectory, in order)."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    from genfusion_ns.fusion.repair import render_rgbd
+
+    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
+    datamanager = pipeline.datamanager
+    dataset = datamanager.train_dataset
+    outputs = dataset._dataparser_outputs
+    cameras = dataset.cameras
+    heights = [int(h) for h in cameras.height[:, 0]]
+    widths = [int(w) for w in cameras.width[:, 0]]
+    if len(set(heights)) != 1 or len(set(widths)) != 1:
+        raise ReconstructionError("all frames of a scene must have the same resolution to form video clips")
+    rgb, depth = render_rgbd(pipeline.model, cameras)
+    # Rendered depth is in the dataparser's normalised world; divide its scale out to get back to pose units.
+    depth = depth / float(outputs.dataparser_scale)
+    targets = torch.stack([dataset.get_image_float32(i)[..., :3] for i in range(len(dataset))]).float()
+    return CaptureRenders(
+        artifact_rgb=rgb.clamp(0.0, 1.0),
+        artifact_depth=depth.clamp_min(0.0),
+        target_rgb=targets,
+        target_depth=_dataset_depths(outputs, heights, widths),
+        image_filenames=[str(p) for p in outputs.image_filenames],
+    )

@@ -1,0 +1,223 @@
+"""Video-model data generation and training on CPU: clips from a tiny masked reconstruction, sharding/resume,
+the v-prediction objective, an overfit check, and a trained pipeline that the fusion loader accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffusion_train.clips import FRAMES_FILE, read_scene_record, read_window
+from diffusion_train.make_data import MakeDataConfig, MakeDataError, make_data, parse_shard, select_shard
+
+FRAMES, HEIGHT, WIDTH = 8, 32, 32
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory):
+    """One 8-view 32x32 scene turned into clips (masked reconstruction: 25 steps of genfusion-2dgs-lite)."""
+    from genfusion_ns.scenes import generate_scene
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("clip_data")
+    generate_scene(root / "scenes" / "room", seed=21, views=FRAMES, train_views=3, resolution=HEIGHT)
+    config = MakeDataConfig(scenes=(str(root / "scenes" / "*"),), output=root / "data", max_steps=25, clip_length=4,
+                            device="cpu", seed=1)
+    built = make_data(config)
+    assert built == ["room"]
+    return config, root / "data" / "scenes" / "room", root / "scenes" / "room"
+
+
+def test_clips_have_the_right_shapes_ranges_and_units(clip_data):
+    config, scene_dir, source = clip_data
+    record = read_scene_record(scene_dir)
+    assert (record.num_frames, record.height, record.width) == (FRAMES, HEIGHT, WIDTH)
+    assert [(c.start, c.length) for c in record.clips] == [(0, 4), (4, 4)]
+    assert record.target_depth_source == "dataset depth files"
+    frames = read_window(scene_dir, 0, FRAMES)
+    assert frames["artifact_rgb"].shape == frames["target_rgb"].shape == (FRAMES, HEIGHT, WIDTH, 3)
+    assert frames["artifact_rgb"].dtype == frames["target_rgb"].dtype == np.uint8
+    assert frames["artifact_depth"].dtype == frames["target_depth"].dtype == np.float16
+
+    # Target = the captured images, in capture order.
+    for i in (0, FRAMES - 1):
+        original = np.asarray(Image.open(source / "images" / f"frame_{i:05d}.png"))
+        assert np.array_equal(frames["target_rgb"][i], original)
+
+    # The reconstruction saw one corner patch: renders have holes (depth 0) but cover part of every video.
+    artifact_depth = frames["artifact_depth"].astype(np.float32)
+    rendered = artifact_depth > 0
+    assert 0.05 < rendered.mean() < 0.999
+    assert (frames["target_depth"] > 0).all()
+    # Rendered depth is back in the dataset's units (metres here), comparable with the dataset depth.
+    target_depth = frames["target_depth"].astype(np.float32)
+    relative = np.abs(artifact_depth[rendered] - target_depth[rendered]) / target_depth[rendered]
+    assert np.median(relative) < 0.25
+
+    manifest = json.loads((config.output / "manifest.json").read_text())
+    assert manifest["num_scenes"] == 1 and manifest["num_clips"] == 2
+    assert manifest["scenes"][0]["settings"]["patch"]["width"] == WIDTH // 2
+    assert not (scene_dir / "run").exists()  # reconstruction removed unless --keep-reconstruction
+
+
+def test_make_data_resumes_and_shards(clip_data, tmp_path):
+    config, scene_dir, _ = clip_data
+    stamp = os.stat(scene_dir / FRAMES_FILE).st_mtime_ns
+    assert make_data(config) == []  # finished scene skipped
+    assert os.stat(scene_dir / FRAMES_FILE).st_mtime_ns == stamp  # and not rewritten
+
+    folders = [Path(f"/data/s{i}") for i in range(5)]
+    assert select_shard(folders, "1/2") == [Path("/data/s1"), Path("/data/s3")]
+    assert sorted(select_shard(folders, "0/2") + select_shard(folders, "1/2")) == folders
+    for bad in ("2/2", "a/b", "1"):
+        with pytest.raises(MakeDataError, match="shard"):
+            parse_shard(bad)
+
+    # A foreign folder where a scene's output would go is never overwritten.
+    other = MakeDataConfig(scenes=config.scenes, output=tmp_path / "data", max_steps=1, device="cpu")
+    foreign = tmp_path / "data" / "scenes" / "room"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(MakeDataError, match="not a finished scene"):
+        make_data(other)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    with pytest.raises(MakeDataError, match="transforms.json"):
+        make_data(MakeDataConfig(scenes=(str(tmp_path),), output=tmp_path / "x"))
+
+
+def test_clip_dataset_items_follow_the_pipeline_conventions(clip_data):
+    from diffusion_train.dataset import ClipDataset
+
+    config, _, _ = clip_data
+    dataset = ClipDataset([config.output], num_frames=4, height=64, width=96)
+    assert len(dataset) == FRAMES - 4 + 1
+    item = dataset[2]
+    assert item["artifact_rgb"].shape == item["target_rgb"].shape == (3, 4, 64, 96)
+    assert item["artifact_depth"].shape == item["target_depth"].shape == (1, 4, 64, 96)
+    assert item["reference"].shape == (3, 64, 96)
+    for key, value in item.items():
+        assert value.min() >= -1.0 and value.max() <= 1.0, key
+    assert (item["artifact_depth"] == -1).any()  # holes are "far"
+    assert item["target_depth"].max() > 0.5  # near target pixels
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe():
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=3)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_objective_uses_zero_terminal_snr_v_targets_and_dynamic_rescale(tiny_pipe):
+    from diffusion_train.objective import VPredictionObjective
+
+    objective = VPredictionObjective(tiny_pipe)
+    x0, noise = torch.randn(2, 4, 4, 8, 12), torch.randn(2, 4, 4, 8, 12)
+    noisy, velocity = objective.noisy_and_target(x0, noise, torch.tensor([999, 0]))
+    assert torch.allclose(noisy[0], noise[0], atol=1e-6)  # zero SNR at the last timestep
+    assert torch.allclose(velocity[0], -0.7 * x0[0], atol=1e-5)  # v = -s(999) x0, s = base scale 0.7
+    alpha = float(objective.scheduler.alphas_cumprod[0])
+    expected = alpha**0.5 * noise[1] - (1 - alpha) ** 0.5 * x0[1]  # s(0) = 1
+    assert torch.allclose(velocity[1], expected, atol=1e-5)
+
+
+def test_reference_dropout_is_the_pipelines_unconditional_branch(tiny_pipe, clip_data):
+    from diffusion_train.dataset import ClipDataset
+    from diffusion_train.objective import encode_batch
+
+    config, _, _ = clip_data
+    dataset = ClipDataset([config.output], num_frames=4, height=64, width=96)
+    batch = {k: v[None] for k, v in dataset[0].items()}
+    dropped = encode_batch(tiny_pipe, batch, reference_dropout=1.0)
+    kept = encode_batch(tiny_pipe, batch, reference_dropout=0.0)
+    assert bool(dropped.dropped.all()) and not bool(kept.dropped.any())
+    assert dropped.target.shape == dropped.condition.shape == (1, 4, 4, 8, 12)
+    with torch.no_grad():
+        conditional, unconditional = tiny_pipe.encode_reference(batch["reference"][0])
+        assert torch.allclose(tiny_pipe.image_proj(dropped.clip_tokens), unconditional, atol=1e-5)
+        assert torch.allclose(tiny_pipe.image_proj(kept.clip_tokens), conditional, atol=1e-5)
+
+
+def test_training_steps_overfit_a_fixed_batch(tiny_pipe, clip_data):
+    from diffusion_train.dataset import ClipDataset
+    from diffusion_train.objective import VideoDenoiser, VPredictionObjective, encode_batch
+
+    torch.manual_seed(0)
+    config, _, _ = clip_data
+    dataset = ClipDataset([config.output], num_frames=4, height=64, width=96)
+    encoded = encode_batch(tiny_pipe, {k: v[None] for k, v in dataset[1].items()}, reference_dropout=0.0)
+    denoiser = VideoDenoiser(tiny_pipe.unet, tiny_pipe.image_proj, fps=30).train()
+    objective = VPredictionObjective(tiny_pipe)
+    noise, timesteps = torch.randn_like(encoded.target), torch.tensor([300])
+    optimizer = torch.optim.AdamW([p for p in denoiser.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(8):
+        loss = objective.loss(denoiser, encoded, noise, timesteps)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 0.5)
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_train_cli_saves_a_loadable_pipeline_and_resumes(clip_data, tmp_path):
+    from diffusion_train.train import TrainVideoConfig, TrainVideoError, train
+    from genfusion_ns.fusion.video_model import load_video_pipeline
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    config, _, _ = clip_data
+    out = tmp_path / "run"
+    options = {"data": (config.output,), "output": out, "init": "random:tiny", "max_steps": 2,
+               "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "checkpoint_every": 1, "sample_every": 0,
+               "sample_steps": 2, "window_stride": 2}
+    folder = train(TrainVideoConfig(**options))
+    assert (out / "checkpoints" / "checkpoint-2").is_dir() and (out / "samples" / "step-0000002.png").is_file()
+    assert any((out / "logs").rglob("events.out.tfevents*"))
+
+    trained = GenFusionVideoPipeline.from_pretrained(str(folder))
+    initial = GenFusionVideoPipeline.from_config_name("tiny", seed=0)
+    changed = [not torch.equal(a, b) for a, b in zip(trained.unet.state_dict().values(),
+                                                     initial.unet.state_dict().values())]
+    assert any(changed)
+    assert torch.equal(trained.vae.state_dict()["encoder.conv_in.weight"],
+                       initial.vae.state_dict()["encoder.conv_in.weight"])  # the VAE is frozen
+    loaded = load_video_pipeline(str(folder), "cpu")
+    assert loaded.config.num_frames == 4
+
+    with pytest.raises(TrainVideoError, match="not empty"):
+        train(TrainVideoConfig(**options))
+    train(TrainVideoConfig(**{**options, "max_steps": 3}, resume=True))
+    assert (out / "checkpoints" / "checkpoint-3").is_dir()
+
+
+def test_block_checkpointing_keeps_gradients():
+    from diffusion_train.memory import enable_block_checkpointing
+    from diffusion_train.objective import EncodedBatch, VideoDenoiser, VPredictionObjective
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=5)
+    denoiser = VideoDenoiser(pipe.unet, pipe.image_proj, fps=30).train()
+    objective = VPredictionObjective(pipe)
+    generator = torch.Generator().manual_seed(0)
+    latents = [torch.randn(1, 4, 4, 8, 12, generator=generator) for _ in range(3)]
+    encoded = EncodedBatch(latents[0], latents[1], torch.randn(1, 257, 64, generator=generator), torch.tensor([False]))
+
+    def gradients():
+        torch.manual_seed(1)  # same dropout masks in both runs (the temporal convs use dropout)
+        denoiser.zero_grad()
+        objective.loss(denoiser, encoded, latents[2], torch.tensor([420])).backward()
+        return [p.grad.clone() for p in denoiser.parameters() if p.grad is not None]
+
+    plain = gradients()
+    assert enable_block_checkpointing(pipe.unet) == 5
+    checkpointed = gradients()
+    assert len(plain) == len(checkpointed)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain, checkpointed))

@@ -36,6 +36,8 @@ def train_reconstruction(dataset: Path, run_dir: Path, method: str, max_steps: i
     from nerfstudio.configs.method_configs import all_methods
     from nerfstudio.scripts.train import train_loop
 
+    from genfusion_ns.nerfstudio_compat import close_event_writers
+
     if method not in all_methods:
         raise ReconstructionError(
             f"unknown nerfstudio method {method!r}; GenFusion methods installed: "
@@ -57,7 +59,10 @@ def train_reconstruction(dataset: Path, run_dir: Path, method: str, max_steps: i
     trainer.steps_per_eval_batch = 10**9
     trainer.steps_per_eval_all_images = 10**9
     trainer.save_config()
-    train_loop(local_rank=0, world_size=1, config=trainer)
+    try:
+        train_loop(local_rank=0, world_size=1, config=trainer)
+    finally:
+        close_event_writers()
     return trainer.get_base_dir() / "config.yml"
 
 

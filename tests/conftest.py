@@ -10,6 +10,15 @@ import pytest
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _isolate_nerfstudio_writers():
+    """Each test starts and ends without nerfstudio's global event writers (see genfusion_ns.nerfstudio_compat)."""
+    yield
+    from genfusion_ns.nerfstudio_compat import close_event_writers
+
+    close_event_writers()
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory):
     """A 12-view 32×32 room with 3 training views (nerfstudio dataset folder)."""

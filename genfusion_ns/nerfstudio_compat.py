@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def close_event_writers() -> None:
     """Close and forget nerfstudio's module-level event writers.
@@ -10,8 +12,9 @@ def close_event_writers() -> None:
     training (the demo, the benchmark, data generation, tests) keeps writing to the first run's event file -- and
     fails once that folder is moved or deleted.
     """
-    from nerfstudio.utils import writer
-
+    writer = sys.modules.get("nerfstudio.utils.writer")
+    if writer is None:  # nerfstudio's writers were never set up in this process
+        return
     for event_writer in writer.EVENT_WRITERS:
         inner = getattr(event_writer, "tb_writer", None)
         if inner is not None:

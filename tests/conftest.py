@@ -10,6 +10,17 @@ import pytest
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 
 
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module: on small shared machines two threads oversubscribe the cores (~10x slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolate_nerfstudio_writers():
     """Each test starts and ends without nerfstudio's global event writers (see genfusion_ns.nerfstudio_compat)."""

@@ -25,13 +25,7 @@ from genfusion_ns.video.models import GenFusionUNet, build_components, load_mode
 from genfusion_ns.video.models.keymap import SCHEDULE_BUFFERS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One thread: the shared machines are small and oversubscription is 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _fixture_config():

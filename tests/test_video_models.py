@@ -24,13 +24,7 @@ from genfusion_ns.video.models import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """The shared CI/dev machines are small; one thread avoids oversubscription (10x slower with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

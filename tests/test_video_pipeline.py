@@ -24,13 +24,7 @@ from genfusion_ns.video.scheduling import GenFusionDDIMScheduler
 SAMPLING_CASES = ("e1", "e2", "e3", "e4", "e5")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny networks run faster on one thread than on oversubscribed shared cores; restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _frames_last(video: torch.Tensor) -> torch.Tensor:

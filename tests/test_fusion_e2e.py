@@ -69,3 +69,31 @@ def test_fusion_rounds_inject_persist_resume_and_eval(tiny_scene, tmp_path):
     resumed_base = run_training(resume)
     _, resumed, _, _ = eval_setup(resumed_base / "config.yml", test_mode="test")
     assert len(resumed.datamanager.train_dataset) == 3 + 6
+
+
+@pytest.mark.slow
+def test_video_model_none_equals_the_baseline(tiny_scene, tmp_path):
+    """``--pipeline.video-model none`` must train exactly like ``genfusion-2dgs-lite`` (same seed, same steps)."""
+    import copy
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    fusion = small_fusion_config(tiny_scene, tmp_path / "fusion", steps=12)
+    fusion.pipeline.video_model = "none"
+    baseline = copy.deepcopy(all_methods["genfusion-2dgs-lite"])
+    for name in ("machine", "vis", "viewer", "timestamp", "max_num_iterations", "steps_per_save",
+                 "steps_per_eval_image", "steps_per_eval_all_images"):
+        setattr(baseline, name, copy.deepcopy(getattr(fusion, name)))
+    baseline.output_dir = tmp_path / "baseline"
+    baseline.pipeline.datamanager.data = tiny_scene
+
+    def final_params(config):
+        base = run_training(config)
+        checkpoint = next((base / "nerfstudio_models").glob("*.ckpt"))
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["pipeline"]
+        return {k: v for k, v in state.items() if k.startswith("_model.gauss_params.")}
+
+    ours, reference = final_params(fusion), final_params(baseline)
+    assert ours.keys() == reference.keys() and ours
+    for key in ours:
+        assert torch.equal(ours[key], reference[key]), key

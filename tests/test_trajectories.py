@@ -84,3 +84,38 @@ def test_nearest_training_view_prefers_position_and_direction():
     clip = train[2:3].clone()
     clip[:, :3, 3] *= 1.1
     assert tj.nearest_training_view(clip, train) == 2
+
+
+def test_every_mode_sees_the_generated_scene(tiny_dense_scene, tmp_path):
+    """On a real (nerfstudio-normalised) capture, trajectory cameras stay near the capture and see its surfaces:
+    the scene's seed points project into every frame."""
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    outputs = NerfstudioDataParserConfig(data=tiny_dense_scene, load_3D_points=True).setup().get_dataparser_outputs("train")
+    cameras, points = outputs.cameras, outputs.metadata["points3D_xyz"].float()
+    train = cameras.camera_to_worlds.float()
+    path_file = tmp_path / "path.json"
+    full = torch.cat([train, torch.tensor([0.0, 0.0, 0.0, 1.0]).expand(len(train), 1, 4)], dim=1)
+    path_file.write_text(json.dumps({"camera_path": [{"camera_to_world": m.reshape(-1).tolist()} for m in full]}))
+    modes = {
+        "sparse": tj.sparse_ellipse(train, 12, 1, torch.Generator().manual_seed(0)),
+        "crop": tj.crop_trajectory(train),
+        "rotation": tj.rotation_trajectory(train, 12, 90.0),
+        "path": tj.load_viewer_camera_path(path_file, 8),
+    }
+    centres = tj.camera_centers(train)
+    low, high = centres.min(0).values, centres.max(0).values
+    margin = 0.5 * (high - low).max()
+    fx, cx, cy = float(cameras.fx[0]), float(cameras.cx[0]), float(cameras.cy[0])
+    width, height = int(cameras.width[0]), int(cameras.height[0])
+    for name, poses in modes.items():
+        assert_valid_rotations(poses)
+        positions = tj.camera_centers(poses)
+        assert ((positions > low - margin) & (positions < high + margin)).all(), name
+        for pose in poses:
+            local = (points - pose[:, 3]) @ pose[:, :3]  # OpenGL camera frame: looking down -z
+            z = -local[:, 2]
+            u = fx * local[:, 0] / z.clamp(min=1e-6) + cx
+            v = -fx * local[:, 1] / z.clamp(min=1e-6) + cy
+            seen = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+            assert int(seen.sum()) >= 10, f"{name}: a camera sees {int(seen.sum())} scene points"

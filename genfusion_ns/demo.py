@@ -7,7 +7,6 @@ each on the held-out views and writes ``metrics.md`` / ``metrics.json`` and a si
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -58,67 +57,27 @@ def _prepare_output(config: DemoConfig) -> None:
 
 def _train(method: str, scene: Path, runs: Path, config: DemoConfig) -> Path:
     """Train ``method`` in-process with nerfstudio's training loop; returns the run's ``config.yml``."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.scripts.train import train_loop
+    from genfusion_ns.bench.runs import RunError, train_in_process, trainer_config
 
-    if method not in all_methods:
-        raise DemoError(f"unknown method {method!r}; installed GenFusion methods: "
-                        f"{sorted(m for m in all_methods if m.startswith('genfusion'))}")
-    trainer = copy.deepcopy(all_methods[method])
-    trainer.pipeline.datamanager.data = scene
-    trainer.output_dir = runs
-    trainer.experiment_name = method
-    trainer.timestamp = "demo"
-    trainer.vis = "tensorboard"
-    trainer.viewer.quit_on_train_completion = True
-    if config.device != "auto":
-        trainer.machine.device_type = config.device
-    if config.max_steps is not None:
-        trainer.max_num_iterations = config.max_steps
-    trainer.steps_per_eval_all_images = 10**9  # evaluated once at the end, below
-    trainer.save_config()
-    train_loop(local_rank=0, world_size=1, config=trainer)
-    return trainer.get_base_dir() / "config.yml"
+    try:
+        trainer = trainer_config(method, scene, runs, experiment_name=method, timestamp="demo", device=config.device,
+                                 max_steps=config.max_steps)
+    except RunError as error:
+        raise DemoError(str(error)) from error
+    return train_in_process(trainer)
 
 
 def _evaluate(config_path: Path, render_dir: Path) -> Dict[str, float]:
-    from nerfstudio.utils.eval_utils import eval_setup
+    from genfusion_ns.bench.runs import evaluate_run
 
-    _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
-    render_dir.mkdir(parents=True, exist_ok=True)
-    metrics = pipeline.get_average_eval_image_metrics(output_path=render_dir, get_std=False)
-    return {k: float(v) for k, v in metrics.items() if k in ("psnr", "ssim", "lpips", "num_rays_per_sec", "fps")}
+    return evaluate_run(config_path, render_dir).metrics
 
 
 def _comparison(render_dirs: Dict[str, Path], out: Path, max_views: int = 4) -> Optional[Path]:
-    """Rows = held-out views; columns = ground truth, then each method's render.
+    """Rows = held-out views; columns = ground truth, then each method's render."""
+    from genfusion_ns.bench.pictures import comparison_picture
 
-    Reads the ``eval_img_XXXX.png`` files nerfstudio's evaluation writes: ground truth and render side by side.
-    """
-    from PIL import Image, ImageDraw
-
-    names = list(render_dirs)
-    files = sorted(render_dirs[names[0]].glob("eval_img_*.png"))[:max_views] if names else []
-    if not files:
-        return None
-    rows = []
-    for path in files:
-        pairs = [Image.open(render_dirs[n] / path.name).convert("RGB") for n in names]
-        w, h = pairs[0].width // 2, pairs[0].height
-        rows.append([pairs[0].crop((0, 0, w, h))] + [p.crop((w, 0, 2 * w, h)) for p in pairs])
-    w, h = rows[0][0].size
-    scale = max(1, 192 // h)
-    label_height = 14
-    canvas = Image.new("RGB", (w * scale * (1 + len(names)), h * scale * len(rows) + label_height), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, label in enumerate(["ground truth", *names]):
-        draw.text((c * w * scale + 4, 1), label, fill="black")
-    for r, tiles in enumerate(rows):
-        for c, tile in enumerate(tiles):
-            canvas.paste(tile.resize((w * scale, h * scale), Image.NEAREST), (c * w * scale, label_height + r * h * scale))
-    path = out / "comparison.png"
-    canvas.save(path)
-    return path
+    return comparison_picture(render_dirs, out / "comparison.png", max_views=max_views)
 
 
 def run_demo(config: DemoConfig) -> Dict[str, Dict[str, float]]:

@@ -70,6 +70,8 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     repaired_feed_densification: bool = False
     """Let repaired views' screen-space gradients drive densification (the authors' code does not)."""
     num_inference_steps: int = 25
+    timestep_spacing: str = "uniform"
+    """DDIM spacing: the authors' "uniform" / "uniform_trailing", or diffusers' "leading" / "trailing" / "linspace"."""
     guidance_scale: float = 3.2
     guidance_rescale: float = 0.7
     keep_video_model_on_device: bool = False
@@ -91,6 +93,19 @@ class GenFusionPipeline(VanillaPipeline):
         self.repair_seconds = 0.0  # wall time spent in repair rounds (rendering + video model), for reports
         self.output_dir: Optional[Path] = None
         self._generator = torch.Generator().manual_seed(config.seed)
+        if test_mode == "val" and self.fusion_enabled:
+            self._check_sampler_settings()
+
+    def _check_sampler_settings(self) -> None:
+        """Fail at start-up, not at the first round, when the DDIM settings cannot run."""
+        from genfusion_ns.video.scheduling import authors_timesteps
+
+        cfg = self.config
+        if cfg.timestep_spacing in ("uniform", "uniform_trailing"):
+            authors_timesteps(cfg.timestep_spacing, cfg.num_inference_steps)
+        elif cfg.timestep_spacing not in ("leading", "trailing", "linspace"):
+            raise ValueError(f"--pipeline.timestep-spacing {cfg.timestep_spacing!r} is not one of uniform, "
+                             "uniform_trailing, leading, trailing, linspace.")
 
     # ---------------------------------------------------------------- checkpoint state (plain types: weights_only)
     def get_extra_state(self) -> Dict[str, Any]:
@@ -200,8 +215,8 @@ class GenFusionPipeline(VanillaPipeline):
                 task = progress.add_task("repair", total=None)
                 views = run_repair_round(
                     self.model, pipe, poses, real_cameras, self._train_image, round_index, step, self._generator,
-                    num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                    guidance_rescale=cfg.guidance_rescale,
+                    num_inference_steps=cfg.num_inference_steps, timestep_spacing=cfg.timestep_spacing,
+                    guidance_scale=cfg.guidance_scale, guidance_rescale=cfg.guidance_rescale,
                     on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
         except (RepairFailed, torch.cuda.OutOfMemoryError) as error:
             CONSOLE.print(f"[bold yellow]GenFusion: repair round {round_index} at step {step} skipped: {error}")

@@ -31,8 +31,9 @@ def genfusion_config() -> TrainerConfig:
 
 
 def genfusion_lite_config() -> TrainerConfig:
-    """``genfusion-2dgs-lite``'s budget plus three repair rounds (steps 500, 1000, 1500) of 16 frames."""
-    pipeline = GenFusionPipelineConfig(datamanager=fusion_datamanager(), fusion_start=500, fusion_every=500,
+    """``genfusion-2dgs-lite``'s budget plus three repair rounds of 16 frames, at 1/4, 2/4 and 3/4 of training."""
+    quarter = LITE_MAX_STEPS // 4
+    pipeline = GenFusionPipelineConfig(datamanager=fusion_datamanager(), fusion_start=quarter, fusion_every=quarter,
                                        fusion_until=LITE_MAX_STEPS, trajectory_frames=16)
     config = make_trainer_config("genfusion-lite", lite_model(), max_steps=LITE_MAX_STEPS, pipeline=pipeline,
                                  position_lr_steps=4 * LITE_MAX_STEPS, steps_per_save=LITE_MAX_STEPS,

@@ -80,6 +80,7 @@ def run_repair_round(
     step: int,
     generator: torch.Generator,
     num_inference_steps: int = 25,
+    timestep_spacing: str = "uniform",
     guidance_scale: float = 3.2,
     guidance_rescale: float = 0.7,
     on_clip_done: Optional[Callable[[int, int], None]] = None,
@@ -101,7 +102,8 @@ def run_repair_round(
         rgb, depth = render_rgbd(model, make_cameras(clip_poses, window))
         reference = train_image(nearest_training_view(clip_poses, train_c2w))
         try:
-            out = pipe(rgb, depth, reference, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            out = pipe(rgb, depth, reference, num_inference_steps=num_inference_steps,
+                       timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, generator=generator, output_type="pt")
         except torch.cuda.OutOfMemoryError as error:
             raise RepairFailed(f"out of GPU memory while repairing clip {k}: {error}") from error

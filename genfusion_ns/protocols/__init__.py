@@ -1,4 +1,5 @@
-"""Dataset protocols shared by data generation and evaluation (e.g. the masked-input protocol of GenFusion)."""
+"""Dataset protocols of the paper, shared by data generation and evaluation: the masked (narrow field-of-view) input
+and the sparse-view split."""
 
 from .masked import (
     MaskedDatasetSummary,
@@ -8,12 +9,16 @@ from .masked import (
     corner_patch_origin,
     make_masked_dataset,
 )
+from .sparse_views import SparseProtocolConfig, SparseProtocolError, make_sparse_dataset
 
 __all__ = [
     "MaskedDatasetSummary",
     "MaskedProtocolConfig",
     "MaskedProtocolError",
+    "SparseProtocolConfig",
+    "SparseProtocolError",
     "bouncing_patch_path",
     "corner_patch_origin",
     "make_masked_dataset",
+    "make_sparse_dataset",
 ]

@@ -282,7 +282,10 @@ def _write_filtered_points(source: Path, output: Path, meta: dict, frames: list[
     if cloud.has_colors():
         filtered.colors = o3d.utility.Vector3dVector(np.asarray(cloud.colors)[keep])
     name = "masked_points.ply"
-    o3d.io.write_point_cloud(str(output / name), filtered)
+    target = output / name
+    if target.is_symlink():  # a linked source entry of the same name: never write through it into the source
+        target.unlink()
+    o3d.io.write_point_cloud(str(target), filtered)
     return name
 
 

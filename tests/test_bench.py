@@ -1,0 +1,117 @@
+"""genfusion-bench: option checks, the fusion schedule under --max-steps, and a tiny end-to-end CPU run that writes
+the report and resumes without retraining."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genfusion_ns.bench import BenchConfig, BenchError
+from genfusion_ns.bench.protocols import parse_protocol
+
+
+def test_protocol_names():
+    assert parse_protocol("sparse-6").kind == "sparse" and parse_protocol("sparse-6").count == 6
+    assert parse_protocol("masked-4").fusion_trajectory == "crop"
+    assert parse_protocol("dense").count is None
+    for bad in ("sparse", "sparse-0", "masked-x", "Dense"):
+        with pytest.raises(BenchError, match="unknown protocol"):
+            parse_protocol(bad)
+
+
+def test_method_choice_follows_the_device():
+    assert BenchConfig(device="cpu").resolved_methods() == ("genfusion-lite", "genfusion-2dgs-lite")
+    with pytest.raises(BenchError, match="need CUDA"):
+        BenchConfig(device="cpu", methods=("splatfacto", "genfusion-2dgs-lite")).resolved_methods()
+
+
+def test_bad_scenes_fail_clearly(tmp_path):
+    from genfusion_ns.bench.scenes import resolve_scenes
+
+    with pytest.raises(BenchError, match="not a nerfstudio dataset folder"):
+        resolve_scenes(BenchConfig(scenes=(str(tmp_path / "nope"),)), tmp_path / "scenes")
+    tiny = BenchConfig(scene_views=6, scene_resolution=16)
+    assert [s.name for s in resolve_scenes(tiny, tmp_path / "scenes")] == ["room-s0"]
+    with pytest.raises(BenchError, match="other settings"):  # a generated scene is never regenerated over
+        resolve_scenes(BenchConfig(scene_views=6, scene_resolution=20), tmp_path / "scenes")
+
+
+def test_max_steps_keeps_the_repair_rounds_inside_training(tmp_path):
+    from genfusion_ns.bench.runs import trainer_config
+
+    config = trainer_config("genfusion-lite", tmp_path, tmp_path, "x", "t", "cpu", max_steps=40,
+                            video_model="random-tiny", trajectory="crop")
+    pipeline = config.pipeline
+    assert (pipeline.fusion_start, pipeline.fusion_every, pipeline.fusion_until) == (10, 10, 40)  # 1/4 steps
+    assert pipeline.video_model == "random-tiny" and pipeline.trajectory == "crop"
+    baseline = trainer_config("genfusion-2dgs-lite", tmp_path, tmp_path, "x", "t", "cpu", max_steps=40,
+                              video_model="random-tiny")
+    assert baseline.max_num_iterations == 40 and not hasattr(baseline.pipeline, "video_model")
+
+
+def test_protocol_datasets_are_written_once_and_reused(tiny_dense_scene, tmp_path):
+    from genfusion_ns.bench.protocols import prepare_dataset
+
+    folder = tmp_path / "datasets"
+    expected = {"sparse-3": (3, 13), "masked-2": (8, 8), "dense": (14, 2)}
+    for name, counts in expected.items():
+        dataset = prepare_dataset(parse_protocol(name), tiny_dense_scene, folder, seed=0, depth_tolerance=0.05)
+        assert (dataset.train_views, dataset.test_views) == counts and dataset.path == folder / name
+    assert "frustum+depth" in prepare_dataset(parse_protocol("dense"), tiny_dense_scene, folder, 0, 0.05).points_note
+    assert "patches" in prepare_dataset(parse_protocol("masked-2"), tiny_dense_scene, folder, 0, 0.05).points_note
+
+    # A finished dataset is reused as it is; a half-written one (interrupted run) is written again.
+    stamp = (folder / "sparse-3" / "transforms.json").stat().st_mtime_ns
+    prepare_dataset(parse_protocol("sparse-3"), tiny_dense_scene, folder, 0, 0.05)
+    assert (folder / "sparse-3" / "transforms.json").stat().st_mtime_ns == stamp
+    (folder / "sparse-6.partial").mkdir()
+    (folder / "sparse-6.partial" / "junk").write_text("interrupted")
+    assert prepare_dataset(parse_protocol("sparse-6"), tiny_dense_scene, folder, 0, 0.05).train_views == 6
+    assert not (folder / "sparse-6.partial").exists()
+
+
+@pytest.mark.slow
+def test_tiny_bench_writes_report_and_resumes_without_retraining(tmp_path, monkeypatch):
+    import genfusion_ns.bench.cli as cli
+
+    config = BenchConfig(output=tmp_path / "report", num_scenes=1, scene_views=10, scene_resolution=24,
+                         methods=("genfusion-2dgs-lite", "genfusion-lite"), protocols=("sparse-3",), max_steps=6,
+                         video_model="random-tiny", device="cpu", threads=1, render_views=2)
+    first = cli.run_bench(config, command="pytest")
+    assert [r.status for r in first] == ["done", "done"], [r.error for r in first]
+    baseline, fusion = first
+    for result in first:
+        assert 0 < result.psnr < 60 and 0 < result.ssim <= 1
+        assert result.train_views == 3 and result.test_views == 7
+        assert result.num_surfels > 0 and result.peak_memory_mib > 0 and result.train_seconds > 0
+        assert "frustum+depth" in result.points_note
+    assert baseline.repair_seconds is None  # no repair rounds in the baseline
+    assert 0 < fusion.repair_seconds <= fusion.train_seconds  # one round at step 3 of 6
+
+    root = tmp_path / "report"
+    report = (root / "report.md").read_text()
+    assert "| room-s0 | sparse-3 | genfusion-lite | 3/7 |" in report and "random-tiny" in report
+    results = json.loads((root / "results.json").read_text())
+    assert {m["method"] for m in results["means"]} == {"genfusion-2dgs-lite", "genfusion-lite"}
+    lpips = results["cells"][0]["lpips"]
+    row = next(line for line in report.splitlines() if "| genfusion-2dgs-lite | 3/7 |" in line)
+    assert row.split("|")[7].strip() == ("n/a" if lpips is None else f"{lpips:.4f}")  # never a made-up value
+    picture = root / results["pictures"]["room-s0__sparse-3"]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Second invocation: every cell is finished, nothing is trained again.
+    calls = []
+    real_run_cell = cli.run_cell
+    monkeypatch.setattr(cli, "run_cell", lambda *args, **kw: calls.append(args[2]) or real_run_cell(*args, **kw))
+    second = cli.run_bench(config, command="pytest")
+    assert calls == [] and [r.psnr for r in second] == [r.psnr for r in first]
+
+    # An interrupted run (a cell without its result file, a partial run folder) continues with that cell only.
+    (root / "cells" / "room-s0__sparse-3__genfusion-2dgs-lite.json").unlink()
+    third = cli.run_bench(config, command="pytest")
+    assert [c.method for c in calls] == ["genfusion-2dgs-lite"] and third[0].status == "done"
+
+    # Other settings never reuse (or overwrite) these results.
+    with pytest.raises(BenchError, match="other settings"):
+        cli.run_bench(BenchConfig(**{**config.__dict__, "max_steps": 7}), command="pytest")

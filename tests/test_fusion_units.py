@@ -100,3 +100,33 @@ def test_video_model_resolver(tmp_path):
     assert torch.equal(a, b)
     with pytest.raises(VideoModelUnavailable, match="download|not|missing"):
         load_video_pipeline(str(tmp_path / "no-such-model"), "cpu")
+
+
+def test_only_views_that_feed_densification_update_its_statistics(tiny_scene):
+    """Repaired views render with ``feeds_densification`` False by default: they must leave the statistics alone,
+    and with True both views of a step count."""
+    from nerfstudio.configs.method_configs import all_methods
+
+    from genfusion_ns.model.genfusion_model import FEEDS_DENSIFICATION_KEY
+
+    config = all_methods["genfusion-2dgs-lite"].pipeline
+    config.datamanager.data = tiny_scene
+    pipeline = config.setup(device="cpu", test_mode="val")
+    model = pipeline.model
+    model.train()
+    model.strategy_state["scene_extent"] = 1.0
+    model.optimizers = {}  # no densification step happens at step 1; the statistics update needs none
+
+    def visible_total(feeds_second: bool) -> float:
+        model.strategy_state = model.strategy.initialize_state(1.0)
+        loss = 0.0
+        for index, feeds in ((0, True), (1, feeds_second)):
+            camera = pipeline.datamanager.train_cameras[index : index + 1]
+            camera.metadata = {"cam_idx": index, FEEDS_DENSIFICATION_KEY: feeds}
+            loss = loss + model(camera)["rgb"].sum()
+        loss.backward()
+        model.step_post_backward(step=1)
+        return float(model.strategy_state["visible_count"].sum())
+
+    one_view, two_views = visible_total(False), visible_total(True)
+    assert one_view > 0 and two_views > one_view

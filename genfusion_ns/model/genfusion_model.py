@@ -109,8 +109,8 @@ class GenFusionModel(SplatfactoModel):
             raise ValueError("GenFusionModel does not support splatfacto's bilateral grid; leave it off.")
         self.strategy = self.config.densification
         self.strategy_state = self.strategy.initialize_state(self.config.scene_extent or 1.0)
-        self.info: dict[str, Tensor | int] | None = None
-        self._info_feeds_densification = True
+        # Every training render of the current step: (info for the strategy, whether it feeds densification).
+        self._step_renders: list[tuple[dict[str, Tensor | int], bool]] = []
 
     def _initial_points(self) -> tuple[Tensor, Tensor]:
         """Seed positions ``[N, 3]`` and colours in [0, 1] from the dataset's points; random cube when there are none."""
@@ -172,16 +172,23 @@ class GenFusionModel(SplatfactoModel):
         return camera_extent(dataset.cameras.camera_to_worlds[:, :3, 3].float())
 
     def step_post_backward(self, step: int) -> None:
-        """Densification bookkeeping after the optimizer step of ``step`` (statistics from the view just rendered)."""
+        """Densification bookkeeping after the optimizer step of ``step``.
+
+        Statistics come from every view rendered for training in this step whose camera did not opt out
+        (``FEEDS_DENSIFICATION_KEY``); the densify / prune schedule runs once.
+        """
+        feeding = [info for info, feeds in self._step_renders if feeds]
+        for info in feeding[:-1]:
+            self.strategy.update_statistics(self.strategy_state, info, len(self.gauss_params["means"]))
         self.strategy.step_post_backward(
             params=self.gauss_params,
             optimizers=self.optimizers,
             state=self.strategy_state,
             step=step,
-            info=self.info,
-            update_statistics=self._info_feeds_densification,
+            info=feeding[-1] if feeding else None,
+            update_statistics=bool(feeding),
         )
-        self.info = None
+        self._step_renders = []
 
     # ------------------------------------------------------------------ rendering
     def _sh_degree_now(self) -> int | None:
@@ -243,9 +250,9 @@ class GenFusionModel(SplatfactoModel):
         )
         if self.training and crop_ids is None and out.means2d.requires_grad:
             out.means2d.retain_grad()
-            self.info = {"means2d": out.means2d, "radii": out.radii, "width": width, "height": height, "n_cameras": 1}
+            info = {"means2d": out.means2d, "radii": out.radii, "width": width, "height": height, "n_cameras": 1}
             metadata = camera.metadata or {}
-            self._info_feeds_densification = bool(metadata.get(FEEDS_DENSIFICATION_KEY, True))
+            self._step_renders.append((info, bool(metadata.get(FEEDS_DENSIFICATION_KEY, True))))
 
         alpha = out.alpha[0]
         depth = out.depth_expected[0]

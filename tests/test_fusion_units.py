@@ -3,6 +3,7 @@ and the video-model resolver."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -109,9 +110,10 @@ def test_only_views_that_feed_densification_update_its_statistics(tiny_scene):
 
     from genfusion_ns.model.genfusion_model import FEEDS_DENSIFICATION_KEY
 
-    config = all_methods["genfusion-2dgs-lite"].pipeline
+    config = copy.deepcopy(all_methods["genfusion-2dgs-lite"].pipeline)
     config.datamanager.data = tiny_scene
     pipeline = config.setup(device="cpu", test_mode="val")
+    _ = pipeline.datamanager.cached_train  # builds the device copy of the training cameras
     model = pipeline.model
     model.train()
     model.strategy_state["scene_extent"] = 1.0

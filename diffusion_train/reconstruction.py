@@ -7,7 +7,6 @@ produces the video model's inputs during fusion, so training data and inference 
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,37 +32,15 @@ class CaptureRenders:
 def train_reconstruction(dataset: Path, run_dir: Path, method: str, max_steps: int | None,
                          device: Literal["auto", "cpu", "cuda"], seed: int) -> Path:
     """Train ``method`` on ``dataset`` with nerfstudio's ``train_loop``; returns the run's ``config.yml``."""
-    from nerfstudio.configs.method_configs import all_methods
-    from nerfstudio.scripts.train import train_loop
+    from genfusion_ns.bench.runs import RunError, train_in_process, trainer_config
 
-    from genfusion_ns.nerfstudio_compat import close_event_writers
-
-    if method not in all_methods:
-        raise ReconstructionError(
-            f"unknown nerfstudio method {method!r}; GenFusion methods installed: "
-            f"{sorted(m for m in all_methods if m.startswith('genfusion'))}")
-    trainer = copy.deepcopy(all_methods[method])
-    trainer.pipeline.datamanager.data = dataset
-    trainer.output_dir = run_dir
-    trainer.experiment_name = "reconstruction"
-    trainer.timestamp = "run"
-    trainer.vis = "tensorboard"
-    trainer.viewer.quit_on_train_completion = True
-    trainer.machine.seed = seed
-    if device != "auto":
-        trainer.machine.device_type = device
-    if max_steps is not None:
-        trainer.max_num_iterations = max_steps
-    trainer.steps_per_save = trainer.max_num_iterations
-    trainer.steps_per_eval_image = 10**9
-    trainer.steps_per_eval_batch = 10**9
-    trainer.steps_per_eval_all_images = 10**9
-    trainer.save_config()
     try:
-        train_loop(local_rank=0, world_size=1, config=trainer)
-    finally:
-        close_event_writers()
-    return trainer.get_base_dir() / "config.yml"
+        trainer = trainer_config(method, dataset, run_dir, "reconstruction", "run", device=device, max_steps=max_steps)
+    except RunError as error:
+        raise ReconstructionError(str(error)) from error
+    trainer.machine.seed = seed
+    trainer.steps_per_save = trainer.max_num_iterations
+    return train_in_process(trainer)
 
 
 def _dataset_depths(outputs, heights: list[int], widths: list[int]) -> torch.Tensor | None:

@@ -188,13 +188,17 @@ def _link_source_entries(source: Path, output: Path, mode: str) -> None:
     for entry in sorted(source.iterdir()):
         if entry.name in ("transforms.json", PROTOCOL_FILE) or _is_mask_entry(entry.name):
             continue
-        target = output / entry.name
-        if mode == "symlink":
-            target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-        elif entry.is_dir():
-            shutil.copytree(entry, target)
-        else:
-            shutil.copy2(entry, target)
+        link_entry(entry, output / entry.name, mode)
+
+
+def link_entry(entry: Path, target: Path, mode: str) -> None:
+    """Make ``entry`` of the source visible at ``target``: a symlink, or a copy (``mode="copy"``)."""
+    if mode == "symlink":
+        target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    elif entry.is_dir():
+        shutil.copytree(entry, target)
+    else:
+        shutil.copy2(entry, target)
 
 
 def _image_size(meta: dict, frame: dict, source: Path) -> tuple[int, int]:

@@ -16,7 +16,6 @@ saw there. Without depth maps only the frustum test is possible, and the protoco
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,7 @@ from .masked import (
     _link_source_entries,
     _prepare_output,
     _read_transforms,
+    link_entry,
 )
 
 PROTOCOL_FILE = "sparse_protocol.json"
@@ -293,13 +293,7 @@ def _link_source(source: Path, output: Path, mode: str) -> None:
     _link_source_entries(source, output, mode)
     for entry in sorted(source.iterdir()):
         if _is_mask_entry(entry.name):
-            target = output / entry.name
-            if mode == "symlink":
-                target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-            elif entry.is_dir():
-                shutil.copytree(entry, target)
-            else:
-                shutil.copy2(entry, target)
+            link_entry(entry, output / entry.name, mode)
 
 
 def _fresh_path(path: Path) -> Path:

@@ -103,6 +103,19 @@ def test_video_model_resolver(tmp_path):
         load_video_pipeline(str(tmp_path / "no-such-model"), "cpu")
 
 
+def test_missing_default_model_is_reported_at_start_up(tiny_scene, monkeypatch, tmp_path):
+    from genfusion_ns.fusion import video_model
+    from genfusion_ns.fusion.recipes import genfusion_lite_config
+
+    monkeypatch.setattr(video_model, "SHIPPED_MODEL_DIR", tmp_path / "not-installed")
+    config = genfusion_lite_config().pipeline
+    config.datamanager.data = tiny_scene
+    with pytest.raises(VideoModelUnavailable, match="random-tiny"):
+        config.setup(device="cpu", test_mode="val")
+    config.video_model = "none"
+    assert config.setup(device="cpu", test_mode="val").fusion_enabled is False
+
+
 def test_only_views_that_feed_densification_update_its_statistics(tiny_scene):
     """Repaired views render with ``feeds_densification`` False by default: they must leave the statistics alone,
     and with True both views of a step count."""

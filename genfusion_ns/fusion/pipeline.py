@@ -26,7 +26,12 @@ from genfusion_ns.fusion import trajectories
 from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, GenFusionDatamanagerConfig
 from genfusion_ns.fusion.repair import RepairFailed, run_repair_round
 from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight
-from genfusion_ns.fusion.video_model import NONE, load_video_pipeline, release_from_accelerator
+from genfusion_ns.fusion.video_model import (
+    NONE,
+    check_video_model_spec,
+    load_video_pipeline,
+    release_from_accelerator,
+)
 from genfusion_ns.fusion.views import RepairedViews
 from genfusion_ns.model.config import GenFusionModelConfig
 from genfusion_ns.model.genfusion_model import FEEDS_DENSIFICATION_KEY, LOSS_WEIGHT_KEY
@@ -94,13 +99,14 @@ class GenFusionPipeline(VanillaPipeline):
         self.output_dir: Optional[Path] = None
         self._generator = torch.Generator().manual_seed(config.seed)
         if test_mode == "val" and self.fusion_enabled:
-            self._check_sampler_settings()
+            self._check_fusion_settings()
 
-    def _check_sampler_settings(self) -> None:
-        """Fail at start-up, not at the first round, when the DDIM settings cannot run."""
+    def _check_fusion_settings(self) -> None:
+        """Fail at start-up, not at the first round, when the video model or the DDIM settings cannot work."""
         from genfusion_ns.video.scheduling import authors_timesteps
 
         cfg = self.config
+        check_video_model_spec(cfg.video_model)
         if cfg.timestep_spacing in ("uniform", "uniform_trailing"):
             authors_timesteps(cfg.timestep_spacing, cfg.num_inference_steps)
         elif cfg.timestep_spacing not in ("leading", "trailing", "linspace"):

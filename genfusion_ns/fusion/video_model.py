@@ -24,6 +24,15 @@ def shipped_model_dir() -> Path:
     return SHIPPED_MODEL_DIR
 
 
+def check_video_model_spec(spec: str) -> None:
+    """Fail at start-up, not at the first repair round, when the shipped default model is not installed."""
+    if spec == DEFAULT and not (shipped_model_dir() / "model_index.json").exists():
+        raise VideoModelUnavailable(
+            f"the shipped default video model is missing from this installation ({shipped_model_dir()}). Pass "
+            "--pipeline.video-model with a converted or trained model folder (genfusion-convert, "
+            "genfusion-train-video), 'random-tiny' for a smoke test, or 'none' to train without fusion.")
+
+
 def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
     """Build the :class:`GenFusionVideoPipeline` named by ``spec`` on ``device`` (fp16 on CUDA, fp32 on CPU).
 
@@ -38,11 +47,8 @@ def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
     if spec == RANDOM_TINY:
         pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=seed)
     else:
+        check_video_model_spec(spec)
         location = shipped_model_dir() if spec == DEFAULT else spec
-        if spec == DEFAULT and not (Path(location) / "model_index.json").exists():
-            raise VideoModelUnavailable(
-                f"the shipped default video model is missing from this installation ({location}). Pass "
-                "--pipeline.video-model with a converted or trained model folder, or 'random-tiny' for a smoke test.")
         try:
             pipe = GenFusionVideoPipeline.from_pretrained(str(location), torch_dtype=dtype)
         except OSError as error:

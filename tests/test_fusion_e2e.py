@@ -11,34 +11,22 @@ import torch
 
 
 def small_fusion_config(scene: Path, out: Path, steps: int, fusion_start: int = 10, fusion_every: int = 10):
-    from genfusion_ns.fusion.recipes import genfusion_lite_config
+    """``genfusion-lite`` set up like the bench/demo runs, with two short rounds of the random tiny model."""
+    from genfusion_ns.bench.runs import trainer_config
 
-    config = genfusion_lite_config()
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.viewer.quit_on_train_completion = True
-    config.output_dir = out
-    config.timestamp = "run"
-    config.max_num_iterations = steps
-    config.steps_per_save = steps
-    config.steps_per_eval_image = 10_000
-    config.steps_per_eval_all_images = 10_000
-    config.pipeline.datamanager.data = scene
+    config = trainer_config("genfusion-lite", scene, out, "fusion", "run", device="cpu", max_steps=steps,
+                            video_model="random-tiny")
     pipeline = config.pipeline
-    pipeline.video_model = "random-tiny"
     pipeline.fusion_start, pipeline.fusion_every, pipeline.fusion_until = fusion_start, fusion_every, steps
     pipeline.trajectory_frames = 6
     pipeline.num_inference_steps = 2
     return config
 
 
-def run_training(config):
-    from nerfstudio.scripts.train import train_loop
+def run_training(config) -> Path:
+    from genfusion_ns.bench.runs import train_in_process
 
-    config.set_timestamp()
-    config.save_config()
-    train_loop(local_rank=0, world_size=1, config=config)
-    return config.get_base_dir()
+    return train_in_process(config).parent
 
 
 @pytest.mark.slow
@@ -74,18 +62,12 @@ def test_fusion_rounds_inject_persist_resume_and_eval(tiny_scene, tmp_path):
 @pytest.mark.slow
 def test_video_model_none_equals_the_baseline(tiny_scene, tmp_path):
     """``--pipeline.video-model none`` must train exactly like ``genfusion-2dgs-lite`` (same seed, same steps)."""
-    import copy
-
-    from nerfstudio.configs.method_configs import all_methods
+    from genfusion_ns.bench.runs import trainer_config
 
     fusion = small_fusion_config(tiny_scene, tmp_path / "fusion", steps=12)
     fusion.pipeline.video_model = "none"
-    baseline = copy.deepcopy(all_methods["genfusion-2dgs-lite"])
-    for name in ("machine", "vis", "viewer", "timestamp", "max_num_iterations", "steps_per_save",
-                 "steps_per_eval_image", "steps_per_eval_all_images"):
-        setattr(baseline, name, copy.deepcopy(getattr(fusion, name)))
-    baseline.output_dir = tmp_path / "baseline"
-    baseline.pipeline.datamanager.data = tiny_scene
+    baseline = trainer_config("genfusion-2dgs-lite", tiny_scene, tmp_path / "baseline", "fusion", "run",
+                              device="cpu", max_steps=12)
 
     def final_params(config):
         base = run_training(config)

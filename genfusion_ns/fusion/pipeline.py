@@ -98,6 +98,8 @@ class GenFusionPipeline(VanillaPipeline):
         self.repair_seconds = 0.0  # wall time spent in repair rounds (rendering + video model), for reports
         self.output_dir: Optional[Path] = None
         self._generator = torch.Generator().manual_seed(config.seed)
+        self._round_steps = frozenset(repair_round_steps(config.fusion_start, config.fusion_every,
+                                                         config.fusion_until, config.fusion_until))
         if test_mode == "val" and self.fusion_enabled:
             self._check_fusion_settings()
 
@@ -140,12 +142,8 @@ class GenFusionPipeline(VanillaPipeline):
     def fusion_enabled(self) -> bool:
         return self.config.video_model != NONE
 
-    def round_steps(self) -> List[int]:
-        cfg = self.config
-        return repair_round_steps(cfg.fusion_start, cfg.fusion_every, cfg.fusion_until, cfg.fusion_until)
-
     def get_train_loss_dict(self, step: int):
-        if self.fusion_enabled and step in self.round_steps():
+        if self.fusion_enabled and step in self._round_steps:
             self.run_round(step)
         # Repaired views render first: the real view's render is the one the model keeps for densification.
         repaired = self._repaired_losses(step)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -73,13 +74,32 @@ def rotate_about_local_axis(c2w: torch.Tensor, axis: int, degrees: float) -> tor
     return out
 
 
-def _ellipse_extent(train_c2w: torch.Tensor, center: torch.Tensor, up_axis: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ellipse offset (the focus point, flattened onto the ground plane) and per-axis semi-extent (90th percentile)."""
-    positions = camera_centers(train_c2w)
+@dataclass
+class _Ellipse:
+    """A ring of camera positions around the capture's focus point, in the plane normal to its up axis."""
+
+    center: torch.Tensor  # focus point the cameras look at
+    up: torch.Tensor  # dominant world up axis (with sign)
+    up_axis: int
+    theta: torch.Tensor  # [F] angles, one revolution
+    eyes: torch.Tensor  # [F,3] positions; the up coordinate is left at 0 for the caller
+
+
+def _ellipse(train_c2w: torch.Tensor, num_frames: int, scale: float) -> _Ellipse:
+    """Ring spanning ``scale`` × the training cameras' 90th-percentile extent about the focus point (flattened onto
+    the ground plane), as both of the authors' ellipse paths build it."""
+    center, up = focus_point(train_c2w), dominant_up(train_c2w)
+    up_axis = int(up.abs().argmax())
+    plane_axes = [a for a in range(3) if a != up_axis]
     offset = center.clone()
     offset[up_axis] = 0.0
-    extent = torch.quantile((positions - offset).abs(), 0.9, dim=0)
-    return offset, extent
+    extent = torch.quantile((camera_centers(train_c2w) - offset).abs(), 0.9, dim=0)
+    low, high = (offset - extent) * scale, (offset + extent) * scale
+    theta = torch.linspace(0.0, 2.0 * math.pi, num_frames + 1, dtype=train_c2w.dtype)[:-1]
+    eyes = torch.zeros(num_frames, 3, dtype=train_c2w.dtype)
+    for axis, wave in zip(plane_axes, (torch.cos(theta), torch.sin(theta))):
+        eyes[:, axis] = low[axis] + (high - low)[axis] * (wave / 2 + 0.5)
+    return _Ellipse(center, up, up_axis, theta, eyes)
 
 
 def sparse_ellipse(train_c2w: torch.Tensor, num_frames: int, round_index: int,
@@ -91,26 +111,17 @@ def sparse_ellipse(train_c2w: torch.Tensor, num_frames: int, round_index: int,
     ``max(1.5 - 0.2 i, 0.5)`` with a random phase, and every camera is pitched by ``2 i`` degrees.
     Unlike the authors (who assume z is up after their PCA), the height axis is the cameras' dominant up axis.
     """
-    center = focus_point(train_c2w)
-    up = dominant_up(train_c2w)
-    up_axis = int(up.abs().argmax())
-    plane_axes = [a for a in range(3) if a != up_axis]
-    offset, extent = _ellipse_extent(train_c2w, center, up_axis)
-    low, high = (offset - extent) * 1.2, (offset + extent) * 1.2
-    heights = camera_centers(train_c2w)[:, up_axis]
+    ring = _ellipse(train_c2w, num_frames, scale=1.2)
+    heights = camera_centers(train_c2w)[:, ring.up_axis]
     z10, z90 = torch.quantile(heights, 0.1), torch.quantile(heights, 0.9)
     z_variation = max(1.5 - 0.2 * round_index, 0.5)
     z_phase = float(torch.rand((), generator=generator))
-    theta = torch.linspace(0.0, 2.0 * math.pi, num_frames + 1, dtype=train_c2w.dtype)[:-1]
-    eyes = torch.zeros(num_frames, 3, dtype=train_c2w.dtype)
-    eyes[:, plane_axes[0]] = low[plane_axes[0]] + (high - low)[plane_axes[0]] * (torch.cos(theta) / 2 + 0.5)
-    eyes[:, plane_axes[1]] = low[plane_axes[1]] + (high - low)[plane_axes[1]] * (torch.sin(theta) / 2 + 0.5)
-    swing = z10 + (z90 - z10) * (torch.cos(theta + 2.0 * math.pi * z_phase) / 2 + 0.5)
+    swing = z10 + (z90 - z10) * (torch.cos(ring.theta + 2.0 * math.pi * z_phase) / 2 + 0.5)
     # The authors scale absolute heights (their scenes are centred on the ground); scale about the mean instead so
     # a capture whose cameras sit far from height 0 is not pushed out of the scene.
     mean_height = heights.mean()
-    eyes[:, up_axis] = mean_height + z_variation * (swing - mean_height)
-    poses = look_at(eyes, center, up)
+    ring.eyes[:, ring.up_axis] = mean_height + z_variation * (swing - mean_height)
+    poses = look_at(ring.eyes, ring.center, ring.up)
     # Pitch about the camera x axis: the same physical rotation in OpenCV and OpenGL axes.
     return rotate_about_local_axis(poses, axis=0, degrees=2.0 * round_index)
 
@@ -124,20 +135,10 @@ def rotation_trajectory(train_c2w: torch.Tensor, num_frames: int, angle_degrees:
                         distance: float = 0.0, height_offset: float = 0.0) -> torch.Tensor:
     """Scene-completion path (reference §5.6 b): an ellipse at the cameras' mean height around the focus point,
     pushed ``distance`` away from it, then yawed by ``angle_degrees`` so the cameras look into unseen space."""
-    center = focus_point(train_c2w)
-    up = dominant_up(train_c2w)
-    up_axis = int(up.abs().argmax())
-    plane_axes = [a for a in range(3) if a != up_axis]
-    offset, extent = _ellipse_extent(train_c2w, center, up_axis)
-    low, high = offset - extent, offset + extent
-    theta = torch.linspace(0.0, 2.0 * math.pi, num_frames + 1, dtype=train_c2w.dtype)[:-1]
-    eyes = torch.zeros(num_frames, 3, dtype=train_c2w.dtype)
-    eyes[:, plane_axes[0]] = low[plane_axes[0]] + (high - low)[plane_axes[0]] * (torch.cos(theta) / 2 + 0.5)
-    eyes[:, plane_axes[1]] = low[plane_axes[1]] + (high - low)[plane_axes[1]] * (torch.sin(theta) / 2 + 0.5)
-    eyes[:, up_axis] = camera_centers(train_c2w)[:, up_axis].mean() + height_offset
-    away = torch.nn.functional.normalize(eyes - center, dim=-1)
-    eyes = eyes + distance * away
-    poses = look_at(eyes, center, up)
+    ring = _ellipse(train_c2w, num_frames, scale=1.0)
+    ring.eyes[:, ring.up_axis] = camera_centers(train_c2w)[:, ring.up_axis].mean() + height_offset
+    eyes = ring.eyes + distance * torch.nn.functional.normalize(ring.eyes - ring.center, dim=-1)
+    poses = look_at(eyes, ring.center, ring.up)
     # The authors yaw about the OpenCV y axis (pointing down); OpenGL's y points up, hence the sign.
     return rotate_about_local_axis(poses, axis=1, degrees=-angle_degrees)
 

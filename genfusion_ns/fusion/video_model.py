@@ -8,8 +8,6 @@ Accepted values: ``none`` (fusion off), ``random-tiny`` (a seeded tiny random mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 import torch
 
 NONE, RANDOM_TINY, DEFAULT = "none", "random-tiny", "default"
@@ -64,10 +62,3 @@ def release_from_accelerator(pipe) -> None:
         pipe.to("cpu")
         torch.cuda.empty_cache()
 
-
-def video_model_settings(pipe) -> Optional[dict]:
-    """Clip length and resolution the model works at."""
-    if pipe is None:
-        return None
-    return {"num_frames": int(pipe.config.num_frames), "height": int(pipe.config.height),
-            "width": int(pipe.config.width)}

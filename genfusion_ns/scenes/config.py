@@ -51,9 +51,6 @@ class SceneConfig:
     def camera_path(self) -> str:
         return self.path or "orbit"
 
-    def num_train(self) -> int:
-        return self.views - len(range(0, self.views, 8)) if self.train_views == "all" else int(self.train_views)
-
     def validate(self) -> None:
         if self.views < 2:
             raise SceneConfigError(f"--views must be at least 2 (got {self.views}).")

@@ -110,4 +110,5 @@ class ClipDataset(Dataset):
             "target_rgb": rgb_to_model(raw["target_rgb"], height, width),
             "target_depth": target_depth,
             "reference": rgb_to_model(raw["target_rgb"][reference_index:reference_index + 1], height, width)[:, 0],
+            "index": torch.tensor(index),
         }

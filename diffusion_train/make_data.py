@@ -51,6 +51,11 @@ class MakeDataConfig:
     """Scene folders (with transforms.json), glob patterns, or .txt files listing one folder per line."""
     output: Path
     """Data folder (created; finished scenes in it are kept and skipped)."""
+    artifacts: Literal["masked", "sparse"] = "masked"
+    """How the artifact renders are made. "masked" (the authors' recipe): train on a W/2 x H/2 patch of every frame
+    and render every frame full-frame. "sparse": train on the dataset's own training split as it is (e.g. a
+    genfusion-scene with --train-views 3) and render all its frames, training and held-out, in file-name order; the
+    artifacts then match sparse-view reconstruction."""
     method: str = "genfusion-2dgs-lite"
     """nerfstudio method used for the masked reconstruction."""
     max_steps: int | None = None
@@ -141,21 +146,28 @@ def resolve_device(device: str) -> str:
 
 
 def build_scene(config: MakeDataConfig, folder: Path, name: str, work: Path, on_stage=lambda _: None) -> SceneRecord:
-    """Masked dataset -> reconstruction -> full-frame renders -> ``frames.safetensors`` + ``scene.json`` in ``work``."""
+    """(Masked) dataset -> reconstruction -> full-frame renders -> ``frames.safetensors`` + ``scene.json`` in ``work``."""
     from diffusion_train.mono_depth import monocular_target_depth
     from diffusion_train.reconstruction import render_capture, train_reconstruction
     from genfusion_ns.protocols import MaskedProtocolConfig, make_masked_dataset
 
     seed = scene_seed(config.seed, name)
     device = resolve_device(config.device)
-    on_stage("masking")
-    masked = make_masked_dataset(MaskedProtocolConfig(
-        source=folder, output=work / "masked", placement="corner", downsample=1,
-        patch_fraction=config.patch_fraction, seed=seed))
+    patch_settings = None
+    dataset = folder
+    if config.artifacts == "masked":
+        on_stage("masking")
+        masked = make_masked_dataset(MaskedProtocolConfig(
+            source=folder, output=work / "masked", placement="corner", downsample=1,
+            patch_fraction=config.patch_fraction, seed=seed))
+        patch = masked.patches[0]
+        patch_settings = {"x": patch.x, "y": patch.y, "width": patch.width, "height": patch.height,
+                          "placement": "corner", "patch_fraction": config.patch_fraction}
+        dataset = work / "masked"
     on_stage("reconstructing")
-    run_config = train_reconstruction(work / "masked", work / "run", config.method, config.max_steps, device, seed)
+    run_config = train_reconstruction(dataset, work / "run", config.method, config.max_steps, device, seed)
     on_stage("rendering")
-    renders = render_capture(run_config)
+    renders = render_capture(run_config, include_eval=config.artifacts == "sparse")
     depth_source = "dataset depth files"
     target_depth = renders.target_depth
     if target_depth is None:
@@ -164,7 +176,6 @@ def build_scene(config: MakeDataConfig, folder: Path, name: str, work: Path, on_
                                               renders.artifact_depth, device)
         depth_source = f"monocular ({config.mono_depth_model}, {config.mono_depth_kind}) aligned to the render"
     num_frames, height, width = renders.artifact_depth.shape
-    patch = masked.patches[0]
     record = SceneRecord(
         name=name,
         source=str(folder),
@@ -180,8 +191,8 @@ def build_scene(config: MakeDataConfig, folder: Path, name: str, work: Path, on_
             "method": config.method,
             "max_steps": config.max_steps,
             "seed": seed,
-            "patch": {"x": patch.x, "y": patch.y, "width": patch.width, "height": patch.height,
-                      "placement": "corner", "patch_fraction": config.patch_fraction},
+            "artifacts": config.artifacts,
+            "patch": patch_settings,
             "image_filenames": [Path(f).name for f in renders.image_filenames],
         },
     )

@@ -48,15 +48,42 @@ class EncodedBatch:
     dropped: torch.Tensor  # [B] bool, reference replaced by the grey image
 
 
+class PosteriorCache:
+    """VAE posteriors ``(mean, std)`` of each dataset window, computed once (the VAE is frozen and a window's RGB-D
+    codes are fixed), so training pays for a fresh posterior *sample* only, not for a VAE pass per step."""
+
+    def __init__(self):
+        self._entries: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, pipe, index: int, kind: str, rgb: torch.Tensor, depth: torch.Tensor
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (index, kind)
+        if key not in self._entries:
+            mean, std = pipe.encode_posterior(rgb, depth)
+            self._entries[key] = (mean.cpu(), std.cpu())
+        mean, std = self._entries[key]
+        device = pipe._execution_device
+        return mean.to(device), std.to(device)
+
+
 @torch.no_grad()
 def encode_batch(pipe, batch: dict[str, torch.Tensor], reference_dropout: float,
-                 generator: torch.Generator | None = None) -> EncodedBatch:
-    """Latents of target and artifact clips and the reference's CLIP tokens, with reference dropout."""
-    targets, conditions = [], []
+                 generator: torch.Generator | None = None, cache: PosteriorCache | None = None) -> EncodedBatch:
+    """Latents of target and artifact clips and the reference's CLIP tokens, with reference dropout.
+
+    With ``cache`` (and the dataset's ``index`` in the batch) each window's VAE posterior is computed only once."""
+    latents: dict[str, list[torch.Tensor]] = {"target": [], "artifact": []}
     for i in range(batch["target_rgb"].shape[0]):
-        targets.append(pipe.encode_condition(batch["target_rgb"][i], batch["target_depth"][i], generator=generator)[0])
-        conditions.append(
-            pipe.encode_condition(batch["artifact_rgb"][i], batch["artifact_depth"][i], generator=generator)[0])
+        for kind in ("target", "artifact"):
+            rgb, depth = batch[f"{kind}_rgb"][i], batch[f"{kind}_depth"][i]
+            if cache is not None and "index" in batch:
+                mean, std = cache.get(pipe, int(batch["index"][i]), kind, rgb, depth)
+            else:
+                mean, std = pipe.encode_posterior(rgb, depth)
+            latents[kind].append(pipe.sample_posterior(mean, std, generator=generator)[0])
     device = pipe._execution_device
     reference = batch["reference"].to(device)
     dropped = torch.rand(reference.shape[0], generator=generator, device=generator.device if generator else "cpu")
@@ -65,7 +92,7 @@ def encode_batch(pipe, batch: dict[str, torch.Tensor], reference_dropout: float,
     config = pipe.config
     pixels = clip_preprocess(reference, config.clip_image_size, config.clip_mean, config.clip_std)
     tokens = pipe.image_encoder(pixel_values=pixels.to(pipe.image_encoder.dtype)).last_hidden_state
-    return EncodedBatch(torch.stack(targets), torch.stack(conditions), tokens.float(), dropped)
+    return EncodedBatch(torch.stack(latents["target"]), torch.stack(latents["artifact"]), tokens.float(), dropped)
 
 
 class VPredictionObjective:

@@ -1,4 +1,4 @@
-"""Masked reconstruction in-process with a nerfstudio method, and its full-frame RGB-D renders along the capture.
+"""Masked or sparse-view reconstruction in-process with a nerfstudio method, and its full-frame RGB-D renders along the capture.
 
 Training goes through nerfstudio's own ``train_loop`` (as ``genfusion-demo`` does); the trained pipeline is loaded
 back with ``eval_setup`` and rendered with :func:`genfusion_ns.fusion.repair.render_rgbd`, the same renderer that
@@ -56,29 +56,41 @@ def _dataset_depths(outputs, heights: list[int], widths: list[int]) -> torch.Ten
     return torch.stack(depths).float()
 
 
-def render_capture(config_path: Path) -> CaptureRenders:
-    """Load a trained run and render every training-split frame full-frame (the capture trajectory, in order)."""
+def render_capture(config_path: Path, include_eval: bool = False) -> CaptureRenders:
+    """Load a trained run and render its frames full-frame, in file-name order (the capture trajectory).
+
+    ``include_eval``: also the evaluation split (sparse-view reconstructions, whose held-out frames are the ones with
+    artifacts); otherwise the training split only (masked reconstructions train on every frame).
+    """
     from nerfstudio.utils.eval_utils import eval_setup
 
     from genfusion_ns.fusion.repair import render_rgbd
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="test")
     datamanager = pipeline.datamanager
-    dataset = datamanager.train_dataset
-    outputs = dataset._dataparser_outputs
-    cameras = dataset.cameras
-    heights = [int(h) for h in cameras.height[:, 0]]
-    widths = [int(w) for w in cameras.width[:, 0]]
-    if len(set(heights)) != 1 or len(set(widths)) != 1:
+    datasets = [datamanager.train_dataset] + ([datamanager.eval_dataset] if include_eval else [])
+    rgbs, depths, targets, target_depths, names = [], [], [], [], []
+    for dataset in datasets:
+        outputs = dataset._dataparser_outputs
+        cameras = dataset.cameras
+        heights = [int(h) for h in cameras.height[:, 0]]
+        widths = [int(w) for w in cameras.width[:, 0]]
+        rgb, depth = render_rgbd(pipeline.model, cameras)
+        rgbs.append(rgb)
+        # Rendered depth is in the dataparser's normalised world; divide its scale out to get back to pose units.
+        depths.append(depth / float(outputs.dataparser_scale))
+        targets.append(torch.stack([dataset.get_image_float32(i)[..., :3] for i in range(len(dataset))]).float())
+        target_depths.append(_dataset_depths(outputs, heights, widths))
+        names.extend(str(p) for p in outputs.image_filenames)
+    if len({tuple(t.shape[1:3]) for t in targets}) != 1 or len({tuple(r.shape[1:3]) for r in rgbs}) != 1:
         raise ReconstructionError("all frames of a scene must have the same resolution to form video clips")
-    rgb, depth = render_rgbd(pipeline.model, cameras)
-    # Rendered depth is in the dataparser's normalised world; divide its scale out to get back to pose units.
-    depth = depth / float(outputs.dataparser_scale)
-    targets = torch.stack([dataset.get_image_float32(i)[..., :3] for i in range(len(dataset))]).float()
+    order = sorted(range(len(names)), key=lambda i: Path(names[i]).name)
+    index = torch.tensor(order, dtype=torch.long)
+    has_depth = all(d is not None for d in target_depths)
     return CaptureRenders(
-        artifact_rgb=rgb.clamp(0.0, 1.0),
-        artifact_depth=depth.clamp_min(0.0),
-        target_rgb=targets,
-        target_depth=_dataset_depths(outputs, heights, widths),
-        image_filenames=[str(p) for p in outputs.image_filenames],
+        artifact_rgb=torch.cat(rgbs)[index].clamp(0.0, 1.0),
+        artifact_depth=torch.cat(depths)[index].clamp_min(0.0),
+        target_rgb=torch.cat(targets)[index],
+        target_depth=torch.cat(target_depths)[index] if has_depth else None,
+        image_filenames=[names[i] for i in order],
     )

@@ -72,6 +72,9 @@ class TrainVideoConfig:
     """Stride between clip start frames within a scene."""
     target_depth_range: Literal["artifact", "own"] = "artifact"
     """Disparity range normalising the target depth (see diffusion_train/dataset.py)."""
+    cache_latents: bool = True
+    """Compute each window's VAE posterior once and keep it in host memory (the VAE is frozen; ~1 MB per window
+    for the small model). Turn off for datasets too large for memory."""
     num_workers: int = 0
     checkpoint_every: int = 500
     checkpoints_total_limit: int | None = 3
@@ -82,6 +85,8 @@ class TrainVideoConfig:
     sample_guidance_scale: float = 2.5
     """The authors' training-log sampler: 50 "uniform_trailing" DDIM steps, CFG 2.5."""
     log_every: int = 10
+    save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Precision of the weights in the final pipeline/ folder (float16 halves its size; loaders upcast on CPU)."""
     resume: bool = False
     """Continue from the latest checkpoint in output/checkpoints."""
     overwrite: bool = False
@@ -143,7 +148,7 @@ def train(config: TrainVideoConfig) -> Path:
 
     from diffusion_train.dataset import ClipDataset
     from diffusion_train.memory import enable_block_checkpointing
-    from diffusion_train.objective import VideoDenoiser, VPredictionObjective, encode_batch
+    from diffusion_train.objective import PosteriorCache, VideoDenoiser, VPredictionObjective, encode_batch
     from diffusion_train.samples import log_sample
 
     if config.max_steps < 1 or config.batch_size < 1 or config.gradient_accumulation_steps < 1:
@@ -183,6 +188,7 @@ def train(config: TrainVideoConfig) -> Path:
                                   weight_decay=config.adam_weight_decay, eps=config.adam_epsilon)
     denoiser, optimizer, loader = accelerator.prepare(denoiser, optimizer, loader)
     objective = VPredictionObjective(pipe)
+    cache = PosteriorCache() if config.cache_latents else None
 
     global_step = 0
     if resume_from is not None:
@@ -210,7 +216,7 @@ def train(config: TrainVideoConfig) -> Path:
             for batch in epoch_loader:
                 with accelerator.accumulate(denoiser):
                     with accelerator.autocast():
-                        encoded = encode_batch(pipe, batch, config.reference_dropout)
+                        encoded = encode_batch(pipe, batch, config.reference_dropout, cache=cache)
                     noise = torch.randn_like(encoded.target)
                     timesteps = objective.sample_timesteps(noise.shape[0], noise.device)
                     loss = objective.loss(denoiser, encoded, noise, timesteps)
@@ -227,6 +233,8 @@ def train(config: TrainVideoConfig) -> Path:
                 if global_step % config.log_every == 0 or global_step == config.max_steps:
                     accelerator.log({"train/loss": running, "train/lr": optimizer.param_groups[0]["lr"]},
                                     step=global_step)
+                    if not CONSOLE.is_terminal:  # logs redirected to a file: a plain line instead of the bar
+                        accelerator.print(f"step {global_step}: loss {running:.4f}", flush=True)
                 running = 0.0
                 if global_step % config.checkpoint_every == 0 or global_step == config.max_steps:
                     save_checkpoint(accelerator, config, global_step)
@@ -240,7 +248,8 @@ def train(config: TrainVideoConfig) -> Path:
     if accelerator.is_main_process:
         if config.sample_every == 0 or config.max_steps % config.sample_every != 0:
             log_sample(accelerator, pipe, dataset, config, global_step)
-        pipe.save_pretrained(str(pipeline_dir), safe_serialization=True)
+        pipe.to(dtype=getattr(torch, config.save_dtype)).save_pretrained(str(pipeline_dir), safe_serialization=True)
+        pipe.to(dtype=torch.float32)
     accelerator.print(f"Saved the trained pipeline to {pipeline_dir}")
     accelerator.end_training()
     return pipeline_dir

@@ -1,23 +1,29 @@
 """``genfusion-demo``: the README's main job in one command.
 
-Generates the default scene, trains the listed methods on it in-process (nerfstudio's own training loop), evaluates
-each on the held-out views and writes ``metrics.md`` / ``metrics.json`` and a side-by-side ``comparison.png``
-(ground truth | each method) into one output folder.
+Generates the default scene, trains the listed methods on it (nerfstudio's own training loop; by default the
+baseline ``genfusion-2dgs-lite`` and ``genfusion-lite`` with the shipped video model, at the same time in two
+processes), evaluates each on the held-out views and writes ``metrics.md`` / ``metrics.json``, a side-by-side
+``comparison.png`` (ground truth | each method) and ``repaired_clip.png`` (the last repair round: the render that went
+into the video model above what it made of it) into one output folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple
 
 import tyro
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 CONSOLE = Console()
@@ -29,8 +35,13 @@ class DemoConfig:
 
     out: Path = Path("demo")
     """Output folder (scene, runs, metrics, pictures)."""
-    methods: Tuple[str, ...] = ("genfusion-2dgs-lite",)
+    methods: Tuple[str, ...] = ("genfusion-2dgs-lite", "genfusion-lite")
     """nerfstudio methods to train and compare."""
+    video_model: str = "default"
+    """Video model of the fusion methods (see ns-train genfusion --pipeline.video-model)."""
+    parallel: bool = True
+    """Train the methods at the same time, one process each, sharing the CPU threads (on a 2-core machine the two
+    default methods take about as long together as the slower one alone)."""
     seed: int = 2024
     """Scene seed (disjoint from the seeds used by tests and benchmarks)."""
     views: int = 24
@@ -56,15 +67,83 @@ def _prepare_output(config: DemoConfig) -> None:
 
 
 def _train(method: str, scene: Path, runs: Path, config: DemoConfig) -> Path:
-    """Train ``method`` in-process with nerfstudio's training loop; returns the run's ``config.yml``."""
+    """Train ``method`` in this process with nerfstudio's training loop; returns the run's ``config.yml``."""
     from genfusion_ns.bench.runs import RunError, train_in_process, trainer_config
 
     try:
         trainer = trainer_config(method, scene, runs, experiment_name=method, timestamp="demo", device=config.device,
-                                 max_steps=config.max_steps)
+                                 max_steps=config.max_steps, video_model=config.video_model)
     except RunError as error:
         raise DemoError(str(error)) from error
     return train_in_process(trainer)
+
+
+def _train_logged(method: str, scene: Path, runs: Path, config: DemoConfig, threads: int, log: Path) -> Path:
+    """Worker process: train with ``threads`` torch threads, output going to ``log`` (the parent shows progress)."""
+    import torch
+
+    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+    torch.set_num_threads(threads)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", buffering=1) as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+        return _train(method, scene, runs, config)
+
+
+_STEP_ROW = re.compile(r"^\s*(\d+) \((\d+(?:\.\d+)?)%\)", re.MULTILINE)
+
+
+def _logged_percent(log: Path) -> float:
+    """Share of training done, read from nerfstudio's step table in the log (0 before the first row)."""
+    try:
+        rows = _STEP_ROW.findall(log.read_text(errors="replace"))
+    except OSError:
+        return 0.0
+    return float(rows[-1][1]) if rows else 0.0
+
+
+def _train_all(methods: Tuple[str, ...], scene: Path, config: DemoConfig) -> Dict[str, Tuple[Path, float]]:
+    """``{method: (config.yml, train seconds)}``, one after the other or in parallel processes."""
+    runs = config.out / "runs"
+    trained: Dict[str, Tuple[Path, float]] = {}
+    if not config.parallel or len(methods) < 2:
+        for i, method in enumerate(methods, start=2):
+            CONSOLE.rule(f"[bold]{i}. Train {method}")
+            t0 = time.perf_counter()
+            trained[method] = (_train(method, scene, runs, config), time.perf_counter() - t0)
+        return trained
+    CONSOLE.rule(f"[bold]2. Train {', '.join(methods)} in parallel")
+    threads = max(1, (os.cpu_count() or 1) // len(methods))
+    logs = {m: config.out / "logs" / f"{m}.log" for m in methods}
+    CONSOLE.print(f"{len(methods)} processes with {threads} torch thread(s) each; full logs in {config.out / 'logs'}")
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+               TimeElapsedColumn())
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(len(methods), mp_context=get_context("spawn")) as pool, \
+            Progress(*columns, console=CONSOLE) as progress:
+        futures = {m: pool.submit(_train_logged, m, scene, runs, config, threads, logs[m]) for m in methods}
+        tasks = {m: progress.add_task(m, total=100.0) for m in methods}
+        finished: Dict[str, float] = {}
+        while len(finished) < len(methods):
+            for method, future in futures.items():
+                if method in finished:
+                    continue
+                if future.done():
+                    finished[method] = time.perf_counter() - t0
+                    progress.update(tasks[method], completed=100.0)
+                else:
+                    progress.update(tasks[method], completed=_logged_percent(logs[method]))
+            time.sleep(1.0)
+        for method, future in futures.items():
+            try:
+                trained[method] = (future.result(), finished[method])
+            except DemoError:
+                raise
+            except Exception as error:  # noqa: BLE001 - report which method failed and where its log is
+                raise DemoError(f"training {method} failed ({type(error).__name__}: {error}); see {logs[method]}")
+    return trained
 
 
 def _evaluate(config_path: Path, render_dir: Path) -> Dict[str, float]:
@@ -80,6 +159,27 @@ def _comparison(render_dirs: Dict[str, Path], out: Path, max_views: int = 4) -> 
     return comparison_picture(render_dirs, out / "comparison.png", max_views=max_views)
 
 
+def _repaired_clip(config_path: Path, out: Path, max_frames: int = 8) -> Optional[Path]:
+    """``repaired_clip.png``: the last round's renders (top) and what the video model made of them (bottom)."""
+    import numpy as np
+    from PIL import Image
+
+    from genfusion_ns.fusion.pipeline import REPAIRED_FOLDER
+    from genfusion_ns.fusion.views import MANIFEST_NAME, RepairedViews
+
+    rounds = sorted((config_path.parent / REPAIRED_FOLDER).glob(f"*/{MANIFEST_NAME}"))
+    if not rounds:
+        return None
+    views = RepairedViews.load(rounds[-1].parent)
+    if views.input_rgb is None:
+        return None
+    picks = np.linspace(0, len(views) - 1, num=min(max_frames, len(views))).round().astype(int)
+    rows = [np.concatenate([frames[i].numpy() for i in picks], axis=1) for frames in (views.input_rgb, views.rgb)]
+    path = out / "repaired_clip.png"
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return path
+
+
 def run_demo(config: DemoConfig) -> Dict[str, Dict[str, float]]:
     from genfusion_ns.scenes import generate_scene
 
@@ -89,22 +189,21 @@ def run_demo(config: DemoConfig) -> Dict[str, Dict[str, float]]:
     summary = generate_scene(config.out / "scene", seed=config.seed, views=config.views,
                              train_views=config.train_views, resolution=config.resolution)
     CONSOLE.print(f"{len(summary.train_indices)} training and {len(summary.test_indices)} held-out views in {summary.out}")
+    trained = _train_all(config.methods, summary.out, config)
     results: Dict[str, Dict[str, float]] = {}
     render_dirs: Dict[str, Path] = {}
-    for i, method in enumerate(config.methods, start=2):
-        CONSOLE.rule(f"[bold]{i}. Train {method}")
-        t0 = time.perf_counter()
-        config_path = _train(method, summary.out, config.out / "runs", config)
-        train_seconds = time.perf_counter() - t0
+    clip = None
+    for method, (config_path, train_seconds) in trained.items():
         CONSOLE.rule(f"[bold]Evaluate {method} on the held-out views")
         render_dirs[method] = config.out / "renders" / method
         results[method] = {**_evaluate(config_path, render_dirs[method]), "train_seconds": train_seconds}
-    _write_report(config, results, render_dirs, time.perf_counter() - start)
+        clip = _repaired_clip(config_path, config.out) or clip
+    _write_report(config, results, render_dirs, time.perf_counter() - start, clip)
     return results
 
 
 def _write_report(config: DemoConfig, results: Dict[str, Dict[str, float]], render_dirs: Dict[str, Path],
-                  seconds: float) -> None:
+                  seconds: float, clip: Optional[Path] = None) -> None:
     columns = ["psnr", "ssim", "lpips", "train_seconds"]
     table = Table(title=f"Held-out views of the demo scene ({config.train_views} training views)")
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -119,8 +218,9 @@ def _write_report(config: DemoConfig, results: Dict[str, Dict[str, float]], rend
     (config.out / "metrics.json").write_text(json.dumps(results, indent=2))
     picture = _comparison(render_dirs, config.out)
     CONSOLE.print(table)
-    CONSOLE.print(f"Report in {config.out} (metrics.md, metrics.json{', comparison.png' if picture else ''}); "
-                  f"total {seconds / 60:.1f} min.")
+    files = ["metrics.md", "metrics.json"] + (["comparison.png"] if picture else []) + (
+        ["repaired_clip.png"] if clip else [])
+    CONSOLE.print(f"Report in {config.out} ({', '.join(files)}); total {seconds / 60:.1f} min.")
 
 
 def entrypoint() -> None:

@@ -221,3 +221,81 @@ def test_block_checkpointing_keeps_gradients():
     checkpointed = gradients()
     assert len(plain) == len(checkpointed)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain, checkpointed))
+
+
+def test_vae_stage_trains_the_autoencoder_and_sets_the_latent_scale(clip_data, tmp_path):
+    from diffusion_train.train_vae import TrainVaeConfig, random_crops, train_vae
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    frames = torch.randn(6, 4, 32, 32)
+    crops = random_crops(frames, 4, 16, torch.Generator().manual_seed(0))
+    assert crops.shape == (4, 4, 16, 16)
+    assert any(torch.equal(crops[0], frames[i, :, y:y + 16, x:x + 16])
+               for i in range(6) for y in range(17) for x in range(17))
+
+    config, _, _ = clip_data
+    out = tmp_path / "vae"
+    folder = train_vae(TrainVaeConfig(data=(config.output,), output=out, init="random:tiny", max_steps=12,
+                                      batch_size=1, frames_per_step=4, crop_size=32, learning_rate=2e-3,
+                                      log_every=1, scale_batches=2))
+    log = json.loads((out / "train_vae_log.json").read_text())
+    l1 = [row["l1"] for row in log["history"]]
+    assert len(l1) == 12 and np.mean(l1[-3:]) < np.mean(l1[:3]), l1
+    trained = GenFusionVideoPipeline.from_pretrained(str(folder))
+    initial = GenFusionVideoPipeline.from_config_name("tiny", seed=0)
+    assert not torch.equal(trained.vae.state_dict()["encoder.conv_in.weight"],
+                           initial.vae.state_dict()["encoder.conv_in.weight"])
+    assert torch.equal(trained.unet.state_dict()["conv_in.weight"], initial.unet.state_dict()["conv_in.weight"])
+    assert trained.config.latent_scale_factor == pytest.approx(1.0 / log["latent_std"])
+
+
+def test_sparse_artifacts_render_every_frame_of_a_sparse_capture(tmp_path):
+    from genfusion_ns.scenes import generate_scene
+
+    torch.set_num_threads(1)
+    generate_scene(tmp_path / "scenes" / "sparse", seed=22, views=6, train_views=3, resolution=24)
+    config = MakeDataConfig(scenes=(str(tmp_path / "scenes" / "sparse"),), output=tmp_path / "data",
+                            artifacts="sparse", max_steps=10, clip_length=3, device="cpu")
+    assert make_data(config) == ["sparse"]
+    record = read_scene_record(tmp_path / "data" / "scenes" / "sparse")
+    assert record.num_frames == 6  # the 3 training views and the 3 held-out ones
+    assert record.settings["artifacts"] == "sparse" and record.settings["patch"] is None
+    frames = read_window(tmp_path / "data" / "scenes" / "sparse", 0, 6)
+    names = record.settings["image_filenames"]
+    assert names == sorted(names)
+    for i, name in enumerate(names):
+        original = np.asarray(Image.open(tmp_path / "scenes" / "sparse" / "images" / name))
+        assert np.array_equal(frames["target_rgb"][i], original)
+
+
+def test_small_config_is_the_shipped_architecture():
+    from genfusion_ns.video.models import build_components, load_model_config
+
+    config = load_model_config("small")
+    assert (config.settings.num_frames, config.settings.height, config.settings.width) == (8, 96, 96)
+    components = build_components(config, seed=0, device="meta")
+    parameters = sum(p.numel() for m in components.values() for p in m.parameters())
+    assert parameters * 2 <= 30 * 2**20  # fits the 30 MB budget when stored in float16
+
+
+def test_posterior_cache_encodes_each_window_once(tiny_pipe, clip_data):
+    from diffusion_train.dataset import ClipDataset
+    from diffusion_train.objective import PosteriorCache, encode_batch
+
+    config, _, _ = clip_data
+    dataset = ClipDataset([config.output], num_frames=4, height=64, width=96)
+    batch = {k: v[None] for k, v in dataset[3].items()}
+    assert int(batch["index"][0]) == 3
+    cache = PosteriorCache()
+    calls = []
+    original = tiny_pipe.encode_posterior
+    tiny_pipe.encode_posterior = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        first = encode_batch(tiny_pipe, batch, 0.0, torch.Generator().manual_seed(0), cache=cache)
+        second = encode_batch(tiny_pipe, batch, 0.0, torch.Generator().manual_seed(0), cache=cache)
+    finally:
+        del tiny_pipe.encode_posterior
+    assert len(calls) == 2 and len(cache) == 2  # target and artifact, once each
+    uncached = encode_batch(tiny_pipe, batch, 0.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(first.target, second.target) and torch.allclose(first.target, uncached.target, atol=1e-5)
+    assert torch.allclose(first.condition, uncached.condition, atol=1e-5)

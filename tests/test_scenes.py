@@ -144,3 +144,30 @@ def test_cli_writes_dataset(tmp_path):
          "--train-views", "3", "--resolution", "16"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(json.loads((out / "transforms.json").read_text())["train_filenames"]) == 3
+
+
+def test_scene_views_rerender_the_dataset_from_its_own_cameras(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from genfusion_ns.scenes import generate_scene, render_scene_views
+
+    generate_scene(tmp_path / "s", seed=4, views=4, train_views=2, resolution=24)
+    meta = json.loads((tmp_path / "s" / "transforms.json").read_text())
+    frames = meta["frames"][1:3]
+    n = len(frames)
+    rgb, depth = render_scene_views(tmp_path / "s", np.array([f["transform_matrix"] for f in frames]),
+                                    [meta["fl_x"]] * n, [meta["fl_y"]] * n, [meta["cx"]] * n, [meta["cy"]] * n,
+                                    meta["w"], meta["h"])
+    for i, frame in enumerate(frames):
+        image = np.asarray(Image.open(tmp_path / "s" / frame["file_path"])).astype(np.float64) / 255.0
+        assert np.abs(image - rgb[i]).max() < 2.5 / 255.0
+        stored = np.asarray(Image.open(tmp_path / "s" / frame["depth_file_path"])).astype(np.float64) / 1000.0
+        assert np.abs(stored - depth[i]).max() < 2e-3
+    shifted = np.array([frames[0]["transform_matrix"]])
+    shifted[0, 0, 3] += 0.3  # a new camera: a different picture of the same scene
+    other, _ = render_scene_views(tmp_path / "s", shifted, [meta["fl_x"]], [meta["fl_y"]], [meta["cx"]],
+                                  [meta["cy"]], meta["w"], meta["h"])
+    assert np.abs(other[0] - rgb[0]).mean() > 0.01

@@ -23,6 +23,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from genfusion_ns.fusion import trajectories
+from genfusion_ns.fusion import viewer as fusion_viewer
 from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, GenFusionDatamanagerConfig
 from genfusion_ns.fusion.repair import RepairFailed, run_repair_round
 from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight
@@ -97,6 +98,8 @@ class GenFusionPipeline(VanillaPipeline):
         self.completed_rounds = 0
         self.repair_seconds = 0.0  # wall time spent in repair rounds (rendering + video model), for reports
         self.output_dir: Optional[Path] = None
+        self._viewer: Optional[Any] = None  # the trainer's live viewer, to show repaired views as they arrive
+        self._viewer_handles: List[Any] = []  # frustums of the repaired views drawn there
         self._generator = torch.Generator().manual_seed(config.seed)
         self._round_steps = frozenset(repair_round_steps(config.fusion_start, config.fusion_every,
                                                          config.fusion_until, config.fusion_until))
@@ -124,6 +127,7 @@ class GenFusionPipeline(VanillaPipeline):
         self.completed_rounds = int(state.get("completed_rounds", 0))
         self.repair_seconds = float(state.get("repair_seconds", 0.0))
         self.datamanager.remove_repaired_views()
+        fusion_viewer.remove_repaired_views(self._viewer_handles)
         self.repaired_round_folders = []
         for folder in state.get("repaired_round_folders", []):
             if not (Path(folder) / "manifest.json").exists():
@@ -136,6 +140,7 @@ class GenFusionPipeline(VanillaPipeline):
         trainer = training_callback_attributes.trainer
         if trainer is not None:
             self.output_dir = Path(trainer.base_dir) / REPAIRED_FOLDER
+            self._viewer = getattr(trainer, "viewer_state", None)
         return super().get_training_callbacks(training_callback_attributes)
 
     @property
@@ -230,6 +235,7 @@ class GenFusionPipeline(VanillaPipeline):
                 release_from_accelerator(pipe)
         if not cfg.accumulate_repaired:
             self.datamanager.remove_repaired_views()
+            fusion_viewer.remove_repaired_views(self._viewer_handles)
             self.repaired_round_folders = []
         folder = (self.output_dir or Path("outputs") / REPAIRED_FOLDER) / f"round_{round_index:02d}_step_{step:06d}"
         self._add_round(views, folder, save=True)
@@ -245,6 +251,7 @@ class GenFusionPipeline(VanillaPipeline):
             depth_paths = [folder / f"depth_{i:04d}.npy" for i in range(len(views))]
         self.datamanager.add_repaired_views(views, image_paths, depth_paths)
         self.repaired_round_folders.append(str(Path(folder).resolve()))
+        self._viewer_handles += fusion_viewer.show_repaired_views(self._viewer, views)
 
     def _train_image(self, index: int) -> torch.Tensor:
         image = self.datamanager.cached_train[index]["image"][..., :3]

@@ -113,7 +113,7 @@ def run_repair_round(
         keep = range(first_new - start, clip_poses.shape[0])
         for j in keep:
             collected.append({"pose": clip_poses[j], "window": window, "rgb": repaired_rgb[j],
-                              "depth": repaired_depth[j]})
+                              "depth": repaired_depth[j], "input_rgb": rgb[j]})
         if on_clip_done is not None:
             on_clip_done(k + 1, len(windows))
     return _stack(collected, round_index, step)
@@ -128,4 +128,5 @@ def _stack(frames: List[dict], round_index: int, step: int) -> RepairedViews:
         rgb=(torch.stack([f["rgb"] for f in frames]).clamp(0, 1) * 255).round().to(torch.uint8),
         depth=torch.stack([f["depth"] for f in frames]).float(),
         round_index=round_index, step=step,
+        input_rgb=(torch.stack([f["input_rgb"] for f in frames]).clamp(0, 1) * 255).round().to(torch.uint8),
     )

@@ -17,7 +17,8 @@ MANIFEST_NAME = "manifest.json"
 @dataclass
 class RepairedViews:
     """``N`` repaired frames. Poses are nerfstudio camera-to-world ``[N,3,4]`` (OpenGL) in the dataparser's frame;
-    intrinsics are per view; ``rgb`` is uint8 ``[N,H,W,3]``; ``depth`` float32 ``[N,H,W]`` in scene units."""
+    intrinsics are per view; ``rgb`` is uint8 ``[N,H,W,3]``; ``depth`` float32 ``[N,H,W]`` in scene units.
+    ``input_rgb`` (uint8, optional) is the render the video model repaired, kept to show and measure the repair."""
 
     camera_to_worlds: torch.Tensor
     fx: torch.Tensor
@@ -28,6 +29,7 @@ class RepairedViews:
     depth: torch.Tensor
     round_index: int
     step: int
+    input_rgb: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.camera_to_worlds.shape[0])
@@ -54,11 +56,16 @@ class RepairedViews:
             np.save(depth_path, (self.depth[i].cpu().numpy() * scene_to_file_depth).astype(np.float32))
             image_paths.append(image_path)
             depth_paths.append(depth_path)
-            frames.append({
+            frame = {
                 "image": image_path.name, "depth": depth_path.name,
                 "camera_to_world": self.camera_to_worlds[i].tolist(),
                 "fx": float(self.fx[i]), "fy": float(self.fy[i]), "cx": float(self.cx[i]), "cy": float(self.cy[i]),
-            })
+            }
+            if self.input_rgb is not None:
+                input_path = folder / f"input_{i:04d}.png"
+                Image.fromarray(self.input_rgb[i].cpu().numpy()).save(input_path)
+                frame["input"] = input_path.name
+            frames.append(frame)
         manifest = {"round": self.round_index, "step": self.step, "width": self.width, "height": self.height,
                     "scene_to_file_depth": scene_to_file_depth, "frames": frames}
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
@@ -71,9 +78,13 @@ class RepairedViews:
         rgb = np.stack([np.asarray(Image.open(Path(folder) / f["image"]).convert("RGB")) for f in frames])
         depth = np.stack([np.load(Path(folder) / f["depth"]) for f in frames]) / manifest["scene_to_file_depth"]
         column = lambda key: torch.tensor([f[key] for f in frames], dtype=torch.float32)  # noqa: E731
+        input_rgb = None
+        if frames and all("input" in f for f in frames):
+            input_rgb = torch.from_numpy(
+                np.stack([np.asarray(Image.open(Path(folder) / f["input"]).convert("RGB")) for f in frames]))
         return cls(
             camera_to_worlds=torch.tensor([f["camera_to_world"] for f in frames], dtype=torch.float32),
             fx=column("fx"), fy=column("fy"), cx=column("cx"), cy=column("cy"),
             rgb=torch.from_numpy(rgb), depth=torch.from_numpy(depth.astype(np.float32)),
-            round_index=int(manifest["round"]), step=int(manifest["step"]),
+            round_index=int(manifest["round"]), step=int(manifest["step"]), input_rgb=input_rgb,
         )

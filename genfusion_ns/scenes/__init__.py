@@ -3,6 +3,6 @@ datasets. They are the embedded default data of the demo, the tests and the benc
 downloaded where this project must run."""
 
 from .config import SceneConfig, SceneConfigError
-from .generate import SceneSummary, generate_scene
+from .generate import SceneSummary, generate_scene, render_scene_views
 
-__all__ = ["SceneConfig", "SceneConfigError", "SceneSummary", "generate_scene"]
+__all__ = ["SceneConfig", "SceneConfigError", "SceneSummary", "generate_scene", "render_scene_views"]

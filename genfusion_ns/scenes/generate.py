@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,3 +59,25 @@ def generate_scene(out: str | Path | None = None, config: SceneConfig | None = N
         raise SceneConfigError(f"--out {out_dir} is not writable ({error.strerror}); choose another path.") from error
     write_dataset(out_dir, cameras, images, depths, train, test, points, colors, settings_record(config))
     return SceneSummary(out_dir, train, test, len(points))
+
+
+def render_scene_views(scene_dir: str | Path, c2w_opengl: np.ndarray, fx: np.ndarray, fy: np.ndarray,
+                       cx: np.ndarray, cy: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth of a generated scene from new cameras: ``(rgb [V,H,W,3] in [0,1], depth [V,H,W] metres)``.
+
+    ``c2w_opengl`` ``[V,3|4,4]`` are poses in the dataset's ``transforms.json`` frame (nerfstudio's OpenGL axes); the
+    scene is rebuilt from the ``scene.json`` the generator wrote, so any view of it can be scored exactly (e.g. the
+    frames a video model repaired).
+    """
+    settings = json.loads((Path(scene_dir) / "scene.json").read_text())
+    layout = LAYOUTS[settings["kind"]](np.random.default_rng(settings["seed"]))
+    rgbs, depths = [], []
+    for i in range(len(c2w_opengl)):
+        c2w = np.eye(4)
+        c2w[:3, :] = np.asarray(c2w_opengl[i], dtype=np.float64)[:3, :]
+        cameras = PinholeCameras((c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))[None], float(fx[i]), float(fy[i]),
+                                 float(cx[i]), float(cy[i]), int(width), int(height))
+        view = render_view(layout, cameras, 0, int(settings.get("supersample", 2)))
+        rgbs.append(view.rgb)
+        depths.append(view.depth)
+    return np.stack(rgbs), np.stack(depths)

@@ -235,6 +235,43 @@ class GenFusionVideoPipeline(DiffusionPipeline):
         context = self.image_proj(tokens.to(self.image_proj.dtype))
         return context[:1], context[1:]
 
+    def encode_posterior(
+        self, rgb_code: torch.Tensor, depth_code: torch.Tensor, chunk_size: int = 8
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB-D codes ``[3|1, F, h, w]`` -> the VAE posterior's ``(mean, std)``, each ``[F, 4, h', w']`` float32
+        and unscaled (one 4-channel VAE pass per frame, ``chunk_size`` frames at a time)."""
+        device = self._execution_device
+        rgbd = torch.cat([rgb_code, depth_code], dim=0)  # one 4-channel VAE pass for RGB + depth
+        frames = rgbd.transpose(0, 1).to(device, self.vae.dtype)  # [F, 4, h, w]: frames as the batch
+        means, stds = [], []
+        for chunk in frames.split(max(1, chunk_size)):
+            posterior = self.vae.encode(chunk).latent_dist
+            means.append(posterior.mean.float())
+            stds.append(posterior.std.float())
+        return torch.cat(means), torch.cat(stds)
+
+    def sample_posterior(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scaled posterior sample ``[1, 4, F, h', w']`` from :meth:`encode_posterior`'s ``(mean, std)``;
+        ``noise`` ``[4, F, h', w']`` replaces the draw."""
+        device = mean.device
+        if noise is None:
+            noise = randn_tensor(mean.shape, generator=generator, device=device, dtype=torch.float32)
+        else:
+            noise = noise.to(device, torch.float32).transpose(0, 1)
+            if noise.shape != mean.shape:
+                raise ValueError(
+                    f"condition noise for one clip must have shape {tuple(mean.transpose(0, 1).shape)}, "
+                    f"got {tuple(noise.transpose(0, 1).shape)}"
+                )
+        sample = (mean + std * noise) * self.config.latent_scale_factor
+        return sample.transpose(0, 1)[None]
+
     def encode_condition(
         self,
         rgb_code: torch.Tensor,
@@ -248,26 +285,8 @@ class GenFusionVideoPipeline(DiffusionPipeline):
         The authors sample the posterior (not its mean), also at inference; ``noise`` ``[4, F, h', w']``
         replaces that draw.
         """
-        device = self._execution_device
-        rgbd = torch.cat([rgb_code, depth_code], dim=0)  # one 4-channel VAE pass for RGB + depth
-        frames = rgbd.transpose(0, 1).to(device, self.vae.dtype)  # [F, 4, h, w]: frames as the batch
-        means, stds = [], []
-        for chunk in frames.split(max(1, chunk_size)):
-            posterior = self.vae.encode(chunk).latent_dist
-            means.append(posterior.mean.float())
-            stds.append(posterior.std.float())
-        mean, std = torch.cat(means), torch.cat(stds)
-        if noise is None:
-            noise = randn_tensor(mean.shape, generator=generator, device=device, dtype=torch.float32)
-        else:
-            noise = noise.to(device, torch.float32).transpose(0, 1)
-            if noise.shape != mean.shape:
-                raise ValueError(
-                    f"condition noise for one clip must have shape {tuple(mean.transpose(0, 1).shape)}, "
-                    f"got {tuple(noise.transpose(0, 1).shape)}"
-                )
-        sample = (mean + std * noise) * self.config.latent_scale_factor
-        return sample.transpose(0, 1)[None]
+        mean, std = self.encode_posterior(rgb_code, depth_code, chunk_size)
+        return self.sample_posterior(mean, std, generator, noise)
 
     def denoise(
         self,

@@ -1,0 +1,158 @@
+"""Fusion gain: GenFusion (with a video model) against its diffusion-free baseline on sparse-view scenes.
+
+For every seed it generates a ``genfusion-scene`` room with ``--train-views`` training views (the other views are held
+out), trains the baseline (``genfusion-2dgs[-lite]``) and the fusion method (``genfusion[-lite]`` with
+``--video-model``), and scores both on the held-out views exactly as ``ns-eval`` does. It also scores the repair on
+its own: every frame the video model repaired is compared with the scene's exact ground truth from that camera
+(procedural scenes can be rendered from anywhere), next to the render that went into the model.
+
+Example (the table in docs/benchmarks.md)::
+
+    python benchmarks/fusion_gain.py --out-dir /tmp/gf-gain --seeds 300 301 302 --threads 1
+
+The seeds must stay disjoint from the shipped model's training scenes (5000-5299, see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
+import numpy as np
+import torch
+
+from genfusion_ns.bench.runs import evaluate_run, train_in_process, trainer_config
+from genfusion_ns.fusion.pipeline import REPAIRED_FOLDER
+from genfusion_ns.fusion.views import MANIFEST_NAME, RepairedViews
+from genfusion_ns.scenes import generate_scene, render_scene_views
+
+VARIANTS = {"lite": ("genfusion-2dgs-lite", "genfusion-lite"), "full": ("genfusion-2dgs", "genfusion")}
+TARGET_GAIN_DB = 2.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out-dir", type=Path, required=True, help="scenes, runs and results.json go here")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[300, 301, 302])
+    parser.add_argument("--kind", choices=["room", "object"], default="room")
+    parser.add_argument("--train-views", type=int, default=3)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="lite",
+                        help="lite: genfusion-lite vs genfusion-2dgs-lite (CPU); full: genfusion vs genfusion-2dgs")
+    parser.add_argument("--video-model", default="default", help="--pipeline.video-model of the fusion method")
+    parser.add_argument("--max-steps", type=int, default=None, help="override both methods' step count")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--only", choices=["baseline", "fusion"], default=None,
+                        help="train one side only (e.g. the baselines while the video model is still training)")
+    parser.add_argument("--reuse", action="store_true", help="keep finished rows of an earlier results.json")
+    return parser.parse_args()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10.0 * np.log10(1.0 / max(mse, 1e-12))
+
+
+def to_dataset_frame(c2w: torch.Tensor, run_dir: Path) -> np.ndarray:
+    """Poses in the dataparser's normalised world -> the ``transforms.json`` frame (undo scale, then transform)."""
+    record = json.loads((run_dir / "dataparser_transforms.json").read_text())
+    transform = np.eye(4)
+    transform[:3, :] = np.asarray(record["transform"])
+    poses = np.tile(np.eye(4), (c2w.shape[0], 1, 1))
+    poses[:, :3, :] = c2w.double().numpy()
+    poses[:, :3, 3] /= float(record["scale"])
+    return np.linalg.inv(transform)[None] @ poses
+
+
+def repair_quality(run_dir: Path, scene_dir: Path) -> list[dict[str, float]]:
+    """Per round: PSNR of the repaired frames and of the renders that went into the video model, against the truth."""
+    rows = []
+    for manifest in sorted((run_dir / REPAIRED_FOLDER).glob(f"*/{MANIFEST_NAME}")):
+        views = RepairedViews.load(manifest.parent)
+        truth, _ = render_scene_views(scene_dir, to_dataset_frame(views.camera_to_worlds, run_dir), views.fx.numpy(),
+                                      views.fy.numpy(), views.cx.numpy(), views.cy.numpy(), views.width, views.height)
+        repaired = views.rgb.numpy() / 255.0
+        row = {"round": views.round_index, "step": views.step, "frames": len(views),
+               "repaired_psnr": float(np.mean([psnr(repaired[i], truth[i]) for i in range(len(views))]))}
+        if views.input_rgb is not None:
+            rendered = views.input_rgb.numpy() / 255.0
+            row["input_psnr"] = float(np.mean([psnr(rendered[i], truth[i]) for i in range(len(views))]))
+        rows.append(row)
+    return rows
+
+
+def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str) -> dict[str, object]:
+    fusion = method == VARIANTS[args.variant][1]
+    config = trainer_config(method, scene_dir, args.out_dir / "runs", name, method, device=args.device,
+                            max_steps=args.max_steps, video_model=args.video_model if fusion else None)
+    start = time.perf_counter()
+    config_path = train_in_process(config)
+    seconds = time.perf_counter() - start
+    evaluation = evaluate_run(config_path)
+    row: dict[str, object] = {"scene": name, "method": method, "train_seconds": round(seconds, 1),
+                              **{k: round(v, 4) for k, v in evaluation.metrics.items()},
+                              "surfels": evaluation.num_surfels}
+    if fusion:
+        row["video_model"] = args.video_model
+        row["repair_seconds"] = evaluation.repair_seconds
+        row["repair"] = repair_quality(config_path.parent, scene_dir)
+    return row
+
+
+def markdown(rows: list[dict[str, object]], variant: str) -> str:
+    baseline, fusion = VARIANTS[variant]
+    lines = ["| scene | baseline PSNR | GenFusion PSNR | gain (dB) | baseline SSIM | GenFusion SSIM | "
+             "repaired vs input PSNR (per round) | train s (baseline / GenFusion) |",
+             "|---|---|---|---|---|---|---|---|"]
+    gains = []
+    for scene in sorted({str(r["scene"]) for r in rows}):
+        by_method = {r["method"]: r for r in rows if r["scene"] == scene}
+        if baseline not in by_method or fusion not in by_method:
+            continue
+        b, f = by_method[baseline], by_method[fusion]
+        gain = float(f["psnr"]) - float(b["psnr"])
+        gains.append(gain)
+        repair = ", ".join(f"{r['repaired_psnr']:.2f} vs {r.get('input_psnr', float('nan')):.2f}"
+                           for r in f.get("repair", []))
+        lines.append(f"| {scene} | {b['psnr']:.2f} | {f['psnr']:.2f} | {gain:+.2f} | {b['ssim']:.3f} | "
+                     f"{f['ssim']:.3f} | {repair or 'no rounds'} | {b['train_seconds']:.0f} / {f['train_seconds']:.0f} |")
+    if gains:
+        lines.append(f"| **mean** | | | **{np.mean(gains):+.2f}** (target ≥ +{TARGET_GAIN_DB:.1f}) | | | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = args.out_dir / "results.json"
+    rows: list[dict[str, object]] = []
+    if args.reuse and results_path.exists():
+        rows = json.loads(results_path.read_text())["rows"]
+    for seed in args.seeds:
+        name = f"{args.kind}-s{seed}-{args.train_views}"
+        scene_dir = args.out_dir / "scenes" / name
+        if not (scene_dir / "transforms.json").exists():
+            generate_scene(scene_dir, seed=seed, kind=args.kind, train_views=args.train_views)
+        baseline, fusion = VARIANTS[args.variant]
+        for method in {"baseline": [baseline], "fusion": [fusion], None: [baseline, fusion]}[args.only]:
+            if any(r["scene"] == name and r["method"] == method for r in rows):
+                continue
+            rows.append(run_method(args, method, scene_dir, name))
+            results_path.write_text(json.dumps({
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
+                "cpu_threads": torch.get_num_threads(), "device": args.device, "variant": args.variant,
+                "video_model": args.video_model, "rows": rows}, indent=2))
+    print(markdown(rows, args.variant))
+
+
+if __name__ == "__main__":
+    main()

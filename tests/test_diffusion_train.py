@@ -100,8 +100,10 @@ def test_clip_dataset_items_follow_the_pipeline_conventions(clip_data):
     assert item["artifact_rgb"].shape == item["target_rgb"].shape == (3, 4, 64, 96)
     assert item["artifact_depth"].shape == item["target_depth"].shape == (1, 4, 64, 96)
     assert item["reference"].shape == (3, 64, 96)
+    assert int(item["index"]) == 2  # the window's position, for the posterior cache
     for key, value in item.items():
-        assert value.min() >= -1.0 and value.max() <= 1.0, key
+        if key != "index":
+            assert value.min() >= -1.0 and value.max() <= 1.0, key
     assert (item["artifact_depth"] == -1).any()  # holes are "far"
     assert item["target_depth"].max() > 0.5  # near target pixels
 

@@ -145,3 +145,53 @@ def test_only_views_that_feed_densification_update_its_statistics(tiny_scene):
 
     one_view, two_views = visible_total(False), visible_total(True)
     assert one_view > 0 and two_views > one_view
+
+
+def test_repaired_views_train_only_every_nth_step():
+    from types import SimpleNamespace
+
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+
+    class Called(Exception):
+        pass
+
+    def next_repaired(step):
+        raise Called(step)
+
+    config = GenFusionPipelineConfig(fusion_start=10, fusion_every=10, fusion_until=100, repaired_every=3)
+    fake = SimpleNamespace(config=config,
+                           datamanager=SimpleNamespace(repaired_indices=[0], next_repaired=next_repaired))
+    trained = []
+    for step in range(20, 30):
+        try:
+            assert GenFusionPipeline._repaired_losses(fake, step) == {}
+        except Called:
+            trained.append(step)
+    assert trained == [21, 24, 27]
+
+
+def test_identity_video_model_returns_the_renders():
+    from genfusion_ns.fusion.video_model import load_video_pipeline
+
+    pipe = load_video_pipeline("identity", "cpu")
+    rgb, depth = torch.rand(3, 8, 8, 3), torch.rand(3, 8, 8)
+    out = pipe(rgb, depth, rgb[0], num_inference_steps=5)
+    assert torch.equal(out.rgb, rgb) and torch.equal(out.depth, depth) and out.rgb is not rgb
+    assert pipe.config.num_frames >= 1 and pipe.to("cpu") is pipe
+
+
+def test_the_shipped_default_model_loads_and_repairs():
+    from genfusion_ns.fusion.video_model import check_video_model_spec, load_video_pipeline, shipped_model_dir
+
+    check_video_model_spec("default")  # installed with the package: genfusion starts without naming a model
+    size = sum(f.stat().st_size for f in shipped_model_dir().rglob("*") if f.is_file())
+    assert size <= 30 * 2**20
+    pipe = load_video_pipeline("default", "cpu")
+    assert pipe.unet.dtype == torch.float32  # stored in float16, upcast on CPU
+    assert (pipe.config.num_frames, pipe.config.height, pipe.config.width) == (8, 96, 96)
+    assert pipe.config.residual_decode
+    generator = torch.Generator().manual_seed(0)
+    rgb, depth = torch.rand(8, 96, 96, 3, generator=generator), 1.0 + torch.rand(8, 96, 96, generator=generator)
+    out = pipe(rgb, depth, rgb[0], num_inference_steps=4, guidance_scale=1.5, strength=0.5, generator=generator,
+               output_type="pt")
+    assert out.rgb.shape == (8, 96, 96, 3) and torch.isfinite(out.rgb).all() and torch.isfinite(out.depth).all()

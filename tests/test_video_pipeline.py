@@ -422,3 +422,55 @@ def test_low_precision_components_keep_float32_sampler_and_outputs():
     assert low.latents.dtype == low.rgb.dtype == low.depth.dtype == torch.float32
     torch.testing.assert_close(low.rgb, full.rgb, atol=0.1, rtol=0)
     assert 0 < (low.latents - full.latents).abs().max() < 0.5  # really ran in bf16, and sensibly so
+
+
+def test_strength_below_one_starts_from_the_noised_render():
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator().manual_seed(0)
+    rgb = torch.rand(4, 64, 96, 3, generator=generator)
+    depth = 1.0 + torch.rand(4, 64, 96, generator=generator)
+    calls = []
+    original = pipe.unet.forward
+    pipe.unet.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        full = pipe(rgb, depth, rgb[0], num_inference_steps=10, guidance_scale=1.0, timestep_spacing="trailing",
+                    generator=torch.Generator().manual_seed(1), output_type="latent")
+        full_calls = len(calls)
+        calls.clear()
+        partial = pipe(rgb, depth, rgb[0], num_inference_steps=10, guidance_scale=1.0, timestep_spacing="trailing",
+                       generator=torch.Generator().manual_seed(1), output_type="latent", strength=0.45)
+    finally:
+        del pipe.unet.forward
+    assert full_calls == 10 and len(calls) == 4  # trailing timesteps 999, 899, ... : 4 of them are <= 0.45 * 999
+    condition = pipe.encode_condition(pipe.prepare_clips(rgb, depth)[0].rgb_code,
+                                      pipe.prepare_clips(rgb, depth)[0].depth_code,
+                                      generator=torch.Generator().manual_seed(1))
+    # Partial sampling stays nearer the render's latent than sampling from pure noise does.
+    near = (partial.latents[0] - condition[0]).pow(2).mean()
+    far = (full.latents[0] - condition[0]).pow(2).mean()
+    assert near < far
+    with pytest.raises(ValueError, match="strength"):
+        pipe(rgb, depth, rgb[0], num_inference_steps=2, strength=0.0)
+
+
+def test_residual_decode_adds_the_models_change_to_the_render():
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.residual_decode is False  # the authors' behaviour unless a model asks for it
+    generator = torch.Generator().manual_seed(2)
+    rgb = torch.rand(4, 64, 96, 3, generator=generator)
+    depth = 1.0 + torch.rand(4, 64, 96, generator=generator)
+    kwargs = dict(num_inference_steps=2, guidance_scale=1.0, timestep_spacing="trailing", output_type="pt")
+    plain = pipe(rgb, depth, rgb[0], generator=torch.Generator().manual_seed(3), **kwargs)
+    residual = pipe(rgb, depth, rgb[0], generator=torch.Generator().manual_seed(3), residual_decode=True, **kwargs)
+    assert torch.allclose(plain.latents, residual.latents)  # same sampling, only the decoding differs
+    clip = pipe.prepare_clips(rgb, depth)[0]
+    condition = pipe.encode_condition(clip.rgb_code, clip.depth_code, generator=torch.Generator().manual_seed(3))
+    change = pipe.decode_latents(plain.latents[:1]) - pipe.decode_latents(condition)
+    expected = ((clip.rgb_code + change[:3]).clamp(-1, 1) + 1) / 2  # back to [0, 1] at the model resolution
+    assert torch.allclose(residual.rgb.permute(3, 0, 1, 2), expected, atol=1e-4)

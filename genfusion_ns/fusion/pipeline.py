@@ -71,6 +71,8 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Peak weight of the repaired-view loss (sine schedule between fusion_start and fusion_until)."""
     repaired_views_per_step: int = 1
     """Repaired views rendered per training step, next to the one real view."""
+    repaired_every: int = 1
+    """Train on repaired views every N-th step only (1: every step, as the authors do; CPU budgets use more)."""
     repaired_depth_weight: float = 1.0
     """Weight of the scale-and-shift-invariant depth term inside the repaired-view loss."""
     repaired_feed_densification: bool = False
@@ -80,6 +82,9 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """DDIM spacing: the authors' "uniform" / "uniform_trailing", or diffusers' "leading" / "trailing" / "linspace"."""
     guidance_scale: float = 3.2
     guidance_rescale: float = 0.7
+    repair_strength: float = 1.0
+    """1: repair from pure noise (the authors). Below 1: start from the render's latent noised to that fraction of
+    the schedule (SDEdit; fewer steps, output closer to the render; suits small models)."""
     keep_video_model_on_device: bool = False
     """Keep the video model on the GPU between rounds (faster, but holds its memory during reconstruction)."""
     seed: int = 0
@@ -117,6 +122,11 @@ class GenFusionPipeline(VanillaPipeline):
         elif cfg.timestep_spacing not in ("leading", "trailing", "linspace"):
             raise ValueError(f"--pipeline.timestep-spacing {cfg.timestep_spacing!r} is not one of uniform, "
                              "uniform_trailing, leading, trailing, linspace.")
+        if not 0.0 < cfg.repair_strength <= 1.0:
+            raise ValueError(f"--pipeline.repair-strength must be in (0, 1], got {cfg.repair_strength}.")
+        if cfg.repaired_every < 1 or cfg.repaired_views_per_step < 1:
+            raise ValueError(f"--pipeline.repaired-every ({cfg.repaired_every}) and --pipeline.repaired-views-per-step "
+                             f"({cfg.repaired_views_per_step}) must be at least 1.")
 
     # ---------------------------------------------------------------- checkpoint state (plain types: weights_only)
     def get_extra_state(self) -> Dict[str, Any]:
@@ -160,7 +170,7 @@ class GenFusionPipeline(VanillaPipeline):
     def _repaired_losses(self, step: int) -> Dict[str, torch.Tensor]:
         cfg = self.config
         weight = repaired_view_weight(step, cfg.fusion_start, cfg.fusion_until, cfg.lambda_reg)
-        if weight <= 0.0 or not self.datamanager.repaired_indices:
+        if weight <= 0.0 or not self.datamanager.repaired_indices or step % cfg.repaired_every:
             return {}
         totals: Dict[str, torch.Tensor] = {}
         for _ in range(cfg.repaired_views_per_step):
@@ -226,7 +236,7 @@ class GenFusionPipeline(VanillaPipeline):
                     self.model, pipe, poses, real_cameras, self._train_image, round_index, step, self._generator,
                     num_inference_steps=cfg.num_inference_steps, timestep_spacing=cfg.timestep_spacing,
                     guidance_scale=cfg.guidance_scale, guidance_rescale=cfg.guidance_rescale,
-                    on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
+                    strength=cfg.repair_strength, on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
         except (RepairFailed, torch.cuda.OutOfMemoryError) as error:
             CONSOLE.print(f"[bold yellow]GenFusion: repair round {round_index} at step {step} skipped: {error}")
             return False

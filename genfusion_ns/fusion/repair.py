@@ -83,6 +83,7 @@ def run_repair_round(
     timestep_spacing: str = "uniform",
     guidance_scale: float = 3.2,
     guidance_rescale: float = 0.7,
+    strength: float = 1.0,
     on_clip_done: Optional[Callable[[int, int], None]] = None,
 ) -> RepairedViews:
     """Repair the video rendered along ``poses`` clip by clip (one CLIP reference, the nearest training view, per
@@ -104,7 +105,8 @@ def run_repair_round(
         try:
             out = pipe(rgb, depth, reference, num_inference_steps=num_inference_steps,
                        timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
-                       guidance_rescale=guidance_rescale, generator=generator, output_type="pt")
+                       guidance_rescale=guidance_rescale, generator=generator, output_type="pt",
+                       strength=strength)
         except torch.cuda.OutOfMemoryError as error:
             raise RepairFailed(f"out of GPU memory while repairing clip {k}: {error}") from error
         repaired_rgb, repaired_depth = out.rgb.float().cpu(), out.depth.float().cpu()

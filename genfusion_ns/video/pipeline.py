@@ -130,6 +130,7 @@ class GenFusionVideoPipeline(DiffusionPipeline):
         clip_image_size: int = CLIP_IMAGE_SIZE,
         clip_mean: list[float] | tuple[float, ...] = CLIP_MEAN,
         clip_std: list[float] | tuple[float, ...] = CLIP_STD,
+        residual_decode: bool = False,
     ):
         super().__init__()
         if num_frames < 1:
@@ -149,6 +150,7 @@ class GenFusionVideoPipeline(DiffusionPipeline):
             clip_image_size=clip_image_size,
             clip_mean=list(clip_mean),
             clip_std=list(clip_std),
+            residual_decode=residual_decode,
         )
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 8
         for name, size in (("height", height), ("width", width)):
@@ -450,6 +452,21 @@ class GenFusionVideoPipeline(DiffusionPipeline):
             )
         return value[clip]
 
+    def noised_condition(
+        self, condition: torch.Tensor, noise: torch.Tensor, timestep: int, scheduler: GenFusionDDIMScheduler
+    ) -> torch.Tensor:
+        """The start of partial sampling: the artifact latent as a clean sample at ``timestep`` (times the dynamic
+        rescale s(t), as in training), noised with ``noise``."""
+        x0 = condition.float()
+        if self.config.use_dynamic_rescale:
+            table = dynamic_rescale_table(
+                self.config.dynamic_rescale_base_scale,
+                self.config.dynamic_rescale_turning_step,
+                scheduler.config.num_train_timesteps,
+            )
+            x0 = x0 * float(table[timestep])
+        return scheduler.add_noise(x0, noise.float(), torch.tensor([timestep], device=x0.device))
+
     def _clip_start(
         self,
         clip: _PreparedClip,
@@ -526,6 +543,8 @@ class GenFusionVideoPipeline(DiffusionPipeline):
         output_type: str = "np",
         vae_chunk_size: int = 8,
         return_dict: bool = True,
+        strength: float = 1.0,
+        residual_decode: bool | None = None,
     ) -> GenFusionVideoPipelineOutput | tuple:
         """Repair a rendered RGB-D video.
 
@@ -556,6 +575,13 @@ class GenFusionVideoPipeline(DiffusionPipeline):
             output_type: "np" (numpy), "pt" (torch, on the execution device) or "latent" (no decoding).
             vae_chunk_size: frames per VAE encode/decode call (the authors decode one frame at a time).
             return_dict: return a :class:`GenFusionVideoPipelineOutput` instead of a tuple.
+            strength: 1 (the authors) starts from pure noise. Below 1, sampling starts from the artifact latent
+                noised to timestep ``strength * T`` and runs only the schedule's steps below it (SDEdit, diffusers'
+                img2img ``strength``): the output keeps the render's low frequencies, which suits small or
+                briefly trained models. ``latents`` then holds the noise that is added.
+            residual_decode: output = input + decode(repaired latent) - decode(input latent), so the model's
+                change is added to the render instead of replacing it by a VAE reconstruction (keeps detail a weak
+                VAE would blur). ``None``: the model's ``residual_decode`` setting (off for the authors' model).
         """
         rgb = _as_float_tensor("artifact_rgb", artifact_rgb)
         depth = _as_float_tensor("artifact_depth", artifact_depth)
@@ -571,6 +597,12 @@ class GenFusionVideoPipeline(DiffusionPipeline):
             self.scheduler.config, timestep_spacing=timestep_spacing
         )
         scheduler.set_timesteps(num_inference_steps, device="cpu")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if strength < 1.0:
+            limit = strength * (scheduler.config.num_train_timesteps - 1)
+            kept = scheduler.timesteps[scheduler.timesteps <= limit]
+            scheduler.timesteps = kept if len(kept) else scheduler.timesteps[-1:]
         height, width = self.config.height, self.config.width
         reference_code = rgb_to_model(reference[None], height, width)[:, 0]
         context, uncond_context = self.encode_reference(reference_code)
@@ -591,6 +623,8 @@ class GenFusionVideoPipeline(DiffusionPipeline):
                 step_noises,
                 vae_chunk_size,
             )
+            if strength < 1.0:
+                x_t = self.noised_condition(condition, x_t, int(scheduler.timesteps[0]), scheduler)
             final = self.denoise(
                 x_t,
                 condition,
@@ -606,6 +640,9 @@ class GenFusionVideoPipeline(DiffusionPipeline):
             final_latents.append(final[0])
             if output_type != "latent":
                 decoded = self.decode_latents(final, chunk_size=vae_chunk_size)
+                if self.config.get("residual_decode", False) if residual_decode is None else residual_decode:
+                    unchanged = self.decode_latents(condition, chunk_size=vae_chunk_size)
+                    decoded = torch.cat([clip.rgb_code, clip.depth_code]).to(decoded) + decoded - unchanged
                 for frames, value in zip(
                     (rgb_frames, depth_frames, code_frames),
                     self._clip_outputs(decoded, clip, in_height, in_width),

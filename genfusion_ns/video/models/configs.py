@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,8 +142,9 @@ TINY_VAE_CONFIG: dict[str, Any] = {
 }
 
 # The shipped default model's architecture: 8 frames at 96 x 96 (the size of genfusion-scene's lite scenes), a VAE
-# that downsamples only 2x (a small VAE trained from scratch reconstructs 4 channels at 48 x 48 far better than at
-# 12 x 12) and a three-level UNet whose attention runs at the 24 x 24 and 12 x 12 levels. About 20 MB in float32.
+# that downsamples 4x (24 x 24 latents; the released model's 8x would leave 12 x 12, too coarse for a VAE trained from
+# scratch on CPU) and a three-level UNet (64/128/128 channels) whose attention runs at the 12 x 12 and 6 x 6 levels;
+# 8-channel heads keep the full-resolution temporal transformer cheap. 12.6 M parameters, ~25 MB in float16.
 SMALL_LVDM_CONFIG: dict[str, Any] = copy.deepcopy(TINY_LVDM_CONFIG)
 SMALL_LVDM_CONFIG["params"].update(image_size=[24, 24])
 SMALL_LVDM_CONFIG["params"]["unet_config"]["params"].update(
@@ -181,6 +182,8 @@ class GenFusionModelSettings:
         use_dynamic_rescale, dynamic_rescale_base_scale, dynamic_rescale_turning_step: DynamiCrafter's x0 rescale
             ``s(t)`` (linear 1 → base over ``turning_step`` timesteps, then flat).
         clip_image_size, clip_mean, clip_std: CLIP input size and normalisation for the reference image.
+        residual_decode: add the model's change to the input render instead of decoding the repaired latent
+            alone (for models whose VAE blurs; off for the authors' model).
 
     The field names are the model-setting kwargs of ``GenFusionVideoPipeline`` (stored in its ``model_index.json``).
     """
@@ -196,6 +199,7 @@ class GenFusionModelSettings:
     clip_image_size: int = 224
     clip_mean: tuple[float, float, float] = CLIP_MEAN
     clip_std: tuple[float, float, float] = CLIP_STD
+    residual_decode: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -473,12 +477,15 @@ def named_config(name: str) -> GenFusionModelConfig:
     if name == "full":
         return config_from_lvdm(AUTHORS_FULL_LVDM_CONFIG, name="full")
     if name == "small":
-        return config_from_lvdm(
+        config = config_from_lvdm(
             SMALL_LVDM_CONFIG,
             name="small",
             openclip_architecture=TINY_OPENCLIP_ARCHITECTURE,
             vae_config=SMALL_VAE_CONFIG,
         )
+        # Its VAE, trained from scratch on CPU, blurs what it reconstructs: add the model's change to the render
+        # instead of replacing the render (measured in docs/benchmarks.md, "Fusion gain").
+        return replace(config, settings=replace(config.settings, residual_decode=True))
     if name == "tiny":
         return config_from_lvdm(
             TINY_LVDM_CONFIG,

@@ -1,0 +1,63 @@
+"""Repair quality of a video model on ``genfusion-make-data`` windows: RGB PSNR of the repaired clip and of the
+artifact render against the captured frames, for several (strength, CFG) settings and both decodings.
+
+A quick model-selection check (no reconstruction involved); the windows usually come from the model's own training
+data, which flatters it. ``benchmarks/fusion_gain.py`` scores repairs on unseen scenes.
+
+Example (the table in docs/benchmarks.md)::
+
+    python benchmarks/repair_windows.py --model genfusion_ns/video/default_model --data dm/data-sparse
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+
+import numpy as np
+import torch
+
+from diffusion_train.dataset import ClipDataset
+from genfusion_ns.video import GenFusionVideoPipeline
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10(((a.float() - b.float()) ** 2).mean().clamp_min(1e-12)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="pipeline folder")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="genfusion-make-data folders")
+    parser.add_argument("--windows", type=int, default=4, help="evenly spaced windows to score")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--settings", nargs="+", default=["0.5:1.5", "1.0:3.2"], help="strength:cfg pairs")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    pipe = GenFusionVideoPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    dataset = ClipDataset(args.data, pipe.config.num_frames, pipe.config.height, pipe.config.width)
+    picks = [int(i) for i in np.linspace(0, len(dataset) - 1, args.windows)]
+    inputs, scores = [], {}
+    for index in picks:
+        raw = dataset.raw(index)
+        inputs.append(psnr(raw["artifact_rgb"], raw["target_rgb"]))
+        for setting in args.settings:
+            strength, cfg = (float(v) for v in setting.split(":"))
+            for residual in (False, True):
+                out = pipe(raw["artifact_rgb"], raw["artifact_depth"], raw["target_rgb"][0],
+                           num_inference_steps=args.steps, guidance_scale=cfg, strength=strength,
+                           residual_decode=residual, generator=torch.Generator().manual_seed(0), output_type="pt")
+                key = (strength, cfg, "residual" if residual else "plain")
+                scores.setdefault(key, []).append(psnr(out.rgb.clamp(0, 1), raw["target_rgb"]))
+    print(f"| decode | strength / CFG | repaired PSNR | input PSNR |\n|---|---|---|---|")
+    for (strength, cfg, decode), values in scores.items():
+        print(f"| {decode} | {strength} / {cfg} | {np.mean(values):.2f} | {np.mean(inputs):.2f} |")
+
+
+if __name__ == "__main__":
+    main()

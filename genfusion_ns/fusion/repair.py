@@ -124,11 +124,12 @@ def run_repair_round(
 def _stack(frames: List[dict], round_index: int, step: int) -> RepairedViews:
     """Frames of one round share a size only if every clip used the same window size (true: same base camera)."""
     column = lambda key: torch.tensor([getattr(f["window"], key) for f in frames], dtype=torch.float32)  # noqa: E731
+    as_uint8 = lambda key: (torch.stack([f[key] for f in frames]).clamp(0, 1) * 255).round().to(torch.uint8)  # noqa: E731
     return RepairedViews(
         camera_to_worlds=torch.stack([f["pose"] for f in frames]).float(),
         fx=column("fx"), fy=column("fy"), cx=column("cx"), cy=column("cy"),
-        rgb=(torch.stack([f["rgb"] for f in frames]).clamp(0, 1) * 255).round().to(torch.uint8),
+        rgb=as_uint8("rgb"),
         depth=torch.stack([f["depth"] for f in frames]).float(),
         round_index=round_index, step=step,
-        input_rgb=(torch.stack([f["input_rgb"] for f in frames]).clamp(0, 1) * 255).round().to(torch.uint8),
+        input_rgb=as_uint8("input_rgb"),
     )

@@ -640,7 +640,7 @@ class GenFusionVideoPipeline(DiffusionPipeline):
             final_latents.append(final[0])
             if output_type != "latent":
                 decoded = self.decode_latents(final, chunk_size=vae_chunk_size)
-                if self.config.get("residual_decode", False) if residual_decode is None else residual_decode:
+                if self.config.residual_decode if residual_decode is None else residual_decode:
                     unchanged = self.decode_latents(condition, chunk_size=vae_chunk_size)
                     decoded = torch.cat([clip.rgb_code, clip.depth_code]).to(decoded) + decoded - unchanged
                 for frames, value in zip(

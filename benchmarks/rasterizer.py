@@ -184,7 +184,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128])
     ap.add_argument("--counts", type=int, nargs="+", default=[5000, 20000])
-    ap.add_argument("--backends", nargs="+", default=None, help="default: torch (CPU), plus torch+gsplat on CUDA")
+    ap.add_argument("--backends", nargs="+", default=None, help="default: torch and cpu on CPU, torch and gsplat on CUDA")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scenes", nargs="+", default=["surface", "volume"], choices=["surface", "volume"])
     ap.add_argument("--tile-size", type=int, default=4, help="torch backend binning tile")
@@ -211,7 +211,7 @@ def main() -> None:
     from rich.table import Table
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    backends = args.backends or (["torch", "gsplat"] if device.type == "cuda" else ["torch"])
+    backends = args.backends or (["torch", "gsplat"] if device.type == "cuda" else ["torch", "cpu"])
     console = Console(width=200)
     console.print(f"[bold]machine[/]: {machine_description()}; load average {os.getloadavg()}")
     table = Table(title=f"2DGS rasterizer on {device} (median of {args.repeats})")

@@ -44,8 +44,9 @@ class GenFusionModelConfig(SplatfactoModelConfig):
     """Train at full resolution from the start (2DGS recipe); >0 enables splatfacto's coarse-to-fine schedule."""
     sh_degree: int = 3
     """Maximum spherical-harmonics degree; raised by one every ``sh_degree_interval`` steps."""
-    rasterizer_backend: Literal["auto", "torch", "gsplat"] = "auto"
-    """``auto``: gsplat's CUDA kernels for CUDA tensors, the pure-PyTorch rasterizer otherwise."""
+    rasterizer_backend: Literal["auto", "cpu", "torch", "gsplat"] = "auto"
+    """``auto``: gsplat's CUDA kernels for CUDA tensors, the rasterizer with Numba-compiled compositing (``cpu``) for
+    CPU tensors, the pure-PyTorch one (``torch``) where neither applies."""
     depth_mode: Literal["center", "intersection"] = "center"
     """Depth blended into depth / distortion / depth normals: surfel centre z (gsplat; the only mode gsplat's CUDA
     kernels have, so CPU and GPU runs agree) or the ray-surfel intersection of the official 2DGS rasterizer

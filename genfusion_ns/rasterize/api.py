@@ -12,7 +12,7 @@ from torch import Tensor
 from .output import SurfelRasterOutput
 from .sh import MAX_SH_DEGREE, num_sh_bases
 
-Backend = Literal["auto", "torch", "gsplat"]
+Backend = Literal["auto", "cpu", "torch", "gsplat"]
 DepthMode = Literal["center", "intersection"]
 
 
@@ -76,6 +76,16 @@ def _check_inputs(
 
 
 @lru_cache(maxsize=1)
+def cpu_kernels_available() -> bool:
+    """Whether the compiled CPU compositor can be used (Numba importable; it compiles on first use)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
 def gsplat_kernels_available() -> bool:
     """Whether gsplat's CUDA extension loads (prebuilt, or JIT-built by gsplat on first use). Only call with CUDA."""
     try:
@@ -90,17 +100,24 @@ def gsplat_kernels_available() -> bool:
 
 def resolve_backend(backend: str, device: torch.device, depth_mode: str) -> str:
     """``auto``: gsplat for CUDA tensors when its kernels load (centre depth only; gsplat has no intersection
-    depth), else torch."""
-    if backend not in ("auto", "torch", "gsplat"):
-        _fail(f"backend must be 'auto', 'torch' or 'gsplat', got {backend!r}.")
+    depth); for CPU tensors the compiled CPU compositor (``cpu``) when Numba is installed; torch otherwise."""
+    if backend not in ("auto", "cpu", "torch", "gsplat"):
+        _fail(f"backend must be 'auto', 'cpu', 'torch' or 'gsplat', got {backend!r}.")
     if backend == "auto":
-        use_gsplat = device.type == "cuda" and depth_mode == "center" and gsplat_kernels_available()
-        return "gsplat" if use_gsplat else "torch"
+        if device.type == "cuda":
+            use_gsplat = depth_mode == "center" and gsplat_kernels_available()
+            return "gsplat" if use_gsplat else "torch"
+        return "cpu" if device.type == "cpu" and cpu_kernels_available() else "torch"
     if backend == "gsplat":
         if device.type != "cuda":
-            _fail(f"backend='gsplat' needs CUDA tensors (got {device}); use backend='torch' or 'auto'.")
+            _fail(f"backend='gsplat' needs CUDA tensors (got {device}); use backend='cpu', 'torch' or 'auto'.")
         if depth_mode != "center":
             _fail("backend='gsplat' only supports depth_mode='center'; use backend='torch' for 'intersection'.")
+    if backend == "cpu":
+        if device.type != "cpu":
+            _fail(f"backend='cpu' needs CPU tensors (got {device}); use backend='torch' or 'auto'.")
+        if not cpu_kernels_available():
+            _fail("backend='cpu' needs Numba (`pip install numba`); or use backend='torch'.")
     return backend
 
 
@@ -131,7 +148,9 @@ def rasterize_surfels(
         colors: [N, D] / [C, N, D] post-activation colours, or [N, K, 3] SH coefficients when ``sh_degree`` is set.
         viewmats: [C, 4, 4] world-to-camera, OpenCV axes. Ks: [C, 3, 3] pinhole intrinsics (skew ignored).
         backgrounds: [C, D] colour blended behind the surfels, or None (black).
-        backend: "auto" (gsplat for CUDA + centre depth, else torch), "torch" (any device) or "gsplat" (CUDA only).
+        backend: "auto" (gsplat for CUDA + centre depth, "cpu" for CPU tensors, else torch), "cpu" (the torch
+            backend with its compositing loops compiled by Numba; CPU only, same results, several times faster),
+            "torch" (pure PyTorch, any device) or "gsplat" (CUDA only).
         depth_mode: "center" blends each surfel's centre z (gsplat 1.4.0); "intersection" blends the z of the
             ray-splat hit point (official 2DGS / GenFusion rasterizer; torch backend only).
         radius_clip: surfels whose 3-sigma radius (pixels) is <= this are skipped (gsplat semantics).
@@ -148,5 +167,8 @@ def rasterize_surfels(
         return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kwargs)
     from .torch_backend import rasterize_torch
 
-    return rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                           depth_mode=depth_mode, tile_size=tile_size, **kwargs)
+    out = rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
+                          depth_mode=depth_mode, tile_size=tile_size,
+                          compositor="numba" if chosen == "cpu" else "torch", **kwargs)
+    out.backend = chosen
+    return out

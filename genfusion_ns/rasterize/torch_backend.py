@@ -105,13 +105,15 @@ def rasterize_torch(
     chunk_size: int = 16,
     backward_cache_bytes: int = 256 * 2**20,
     use_reference_backward: bool = False,
+    compositor: str = "torch",
 ) -> SurfelRasterOutput:
     """PyTorch backend of :func:`genfusion_ns.rasterize.rasterize_surfels` (inputs already validated).
 
     ``chunk_size`` is the number of list entries composited per step and ``backward_cache_bytes`` how much forward
     work the backward may reuse instead of recomputing (speed / memory knobs; results are identical).
     ``use_reference_backward`` differentiates the compositor with autograd instead of the hand-written backward
-    (slow; used by tests to cross-check the two).
+    (slow; used by tests to cross-check the two). ``compositor="numba"`` composites with the compiled CPU kernels
+    of :mod:`.cpu_kernels` instead of PyTorch ops (CPU tensors only; same results).
     """
     C = viewmats.shape[0]
     proj = project_surfels(means, quats, scales, viewmats, Ks, width, height, near_plane, far_plane, radius_clip)
@@ -125,7 +127,10 @@ def rasterize_torch(
     handle, ray_transforms = densify_handle(proj)
     table = build_table(ray_transforms, proj, opacities, feats, width, height)
     bins = bin_surfels(proj, opacities, width, height, tile_size=tile_size)
-    composite = composite_reference if use_reference_backward else composite_tiles
+    if compositor == "numba":
+        from .cpu_kernels import composite_tiles_cpu as composite
+    else:
+        composite = composite_reference if use_reference_backward else composite_tiles
     settings = BlendSettings(width, height, intersection, depth_channel, chunk_size=chunk_size,
                              cache_bytes=backward_cache_bytes)
     t_feats, t_alpha, t_median, t_dist = composite(table, bins, settings)

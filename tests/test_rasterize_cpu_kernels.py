@@ -1,0 +1,155 @@
+"""The compiled CPU compositor (``backend="cpu"``) against the independent brute-force renderer and the PyTorch one.
+
+The PyTorch backend's gradients are themselves checked against autograd and finite differences in
+``test_rasterize_torch.py``; here the Numba kernels must reproduce its outputs and gradients, plus one finite-difference
+check of their own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_rasterize_torch import _grads_finite, _np, brute_force_render, random_scene
+
+from genfusion_ns.rasterize import rasterize_surfels, resolve_backend
+from genfusion_ns.rasterize.torch_backend import rasterize_torch
+
+pytest.importorskip("numba")
+
+PARAMS = ("means", "quats", "scales", "opacities", "colors")
+
+
+def _render_and_grads(scene, backend, depth_mode, cotangent_seed=5, **kwargs):
+    params = {k: scene[k].clone().requires_grad_(True) for k in PARAMS}
+    bg = torch.tensor([[0.3, 0.1, 0.7], [0.0, 1.0, 0.5]], dtype=scene["means"].dtype)[: scene["viewmats"].shape[0]]
+    out = rasterize_surfels(**{**scene, **params}, backgrounds=bg, backend=backend, depth_mode=depth_mode, **kwargs)
+    fields = [out.rgb, out.alpha, out.depth_expected, out.depth_median, out.normals, out.distortion]
+    g = torch.Generator().manual_seed(cotangent_seed)
+    cot = [torch.randn(f.shape, generator=g, dtype=f.dtype) for f in fields]
+    out.means2d.retain_grad()
+    loss = sum((f * c).sum() for f, c in zip(fields, cot))
+    grads = torch.autograd.grad(loss, list(params.values()) + [out.means2d])
+    return out, dict(zip(list(PARAMS) + ["means2d"], grads))
+
+
+@pytest.mark.parametrize("depth_mode", ["center", "intersection"])
+@pytest.mark.parametrize("tile_size", [2, 4, 16])
+def test_matches_brute_force(depth_mode, tile_size):
+    scene = random_scene(seed=1 if depth_mode == "center" else 2)
+    bg = torch.tensor([[0.2, 0.5, 0.9], [1.0, 0.0, 0.3]], dtype=torch.float64)
+    out = rasterize_torch(**scene, backgrounds=bg, depth_mode=depth_mode, tile_size=tile_size, compositor="numba")
+    ref = brute_force_render(*(_np(scene[k]) for k in PARAMS + ("viewmats", "Ks")), scene["width"],
+                             scene["height"], backgrounds=_np(bg), depth_mode=depth_mode)
+    assert ref["alpha"].max() > 0.5
+    np.testing.assert_allclose(_np(out.rgb), ref["rgb"], atol=1e-7)
+    np.testing.assert_allclose(_np(out.alpha), ref["alpha"], atol=1e-7)
+    np.testing.assert_allclose(_np(out.depth_accumulated), ref["depth_acc"], atol=1e-6)
+    np.testing.assert_allclose(_np(out.depth_median), ref["median"], atol=1e-6)
+    np.testing.assert_allclose(_np(out.distortion), ref["dist"], atol=1e-6)
+
+
+@pytest.mark.parametrize("depth_mode", ["center", "intersection"])
+def test_outputs_and_gradients_match_the_torch_compositor(depth_mode):
+    scene = random_scene(n=60, width=23, height=17, seed=21)
+    out_t, grads_t = _render_and_grads(scene, "torch", depth_mode)
+    out_c, grads_c = _render_and_grads(scene, "cpu", depth_mode)
+    assert out_c.backend == "cpu" and out_t.backend == "torch"
+    for name in ("rgb", "alpha", "depth_expected", "depth_median", "normals", "surf_normals", "distortion"):
+        torch.testing.assert_close(getattr(out_c, name), getattr(out_t, name), rtol=1e-9, atol=1e-10, msg=name)
+    for name, grad in grads_t.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(grads_c[name], grad, rtol=1e-8, atol=1e-9, msg=f"gradient of {name}")
+
+
+def test_float32_matches_the_torch_compositor():
+    scene = random_scene(n=80, width=30, height=24, seed=22, dtype=torch.float32)
+    out_t, grads_t = _render_and_grads(scene, "torch", "center")
+    out_c, grads_c = _render_and_grads(scene, "cpu", "center")
+    torch.testing.assert_close(out_c.rgb, out_t.rgb, rtol=1e-4, atol=1e-5)
+    for name, grad in grads_t.items():
+        rel = (grads_c[name] - grad).norm() / grad.norm()
+        assert rel < 1e-4, (name, float(rel))
+
+
+def test_gradcheck_finite_differences():
+    scene = random_scene(n=3, width=7, height=6, cameras=1, seed=6, scale=(0.3, 0.5))
+    scene["means"] = scene["means"] * 0.3
+    bg = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64)
+
+    def render(means, quats, scales, opacities, colors):
+        out = rasterize_surfels(means, quats, scales, opacities, colors, scene["viewmats"], scene["Ks"],
+                                scene["width"], scene["height"], backgrounds=bg, backend="cpu",
+                                depth_mode="intersection")
+        return torch.cat([out.rgb, out.alpha, out.depth_expected, out.depth_median, out.normals, out.distortion], -1)
+
+    inputs = tuple(scene[k].clone().requires_grad_(True) for k in PARAMS)
+    assert render(*inputs)[..., 3].max() > 0.5
+    assert torch.autograd.gradcheck(render, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=True)
+
+
+def test_compositor_results_do_not_depend_on_the_thread_count():
+    """Each thread owns whole tiles and its own gradient rows, so 1 and 2 threads give bit-identical results."""
+    from genfusion_ns.rasterize.compositing import BlendSettings
+    from genfusion_ns.rasterize.cpu_kernels import composite_tiles_cpu
+    from genfusion_ns.rasterize.projection import project_surfels
+    from genfusion_ns.rasterize.tiles import bin_surfels
+    from genfusion_ns.rasterize.torch_backend import build_table
+
+    scene = random_scene(n=120, width=40, height=32, seed=23, dtype=torch.float32)
+    proj = project_surfels(scene["means"], scene["quats"], scene["scales"], scene["viewmats"], scene["Ks"],
+                           scene["width"], scene["height"], 0.01, 1e10, 0.0)
+    feats = torch.cat([scene["colors"].expand(2, -1, -1), proj.depths[..., None]], -1)
+    table = build_table(proj.ray_transforms, proj, scene["opacities"], feats, scene["width"], scene["height"])
+    table = table.detach().requires_grad_(True)
+    bins = bin_surfels(proj, scene["opacities"], scene["width"], scene["height"], tile_size=4)
+    settings = BlendSettings(scene["width"], scene["height"], False, 3)
+    results = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            outputs = composite_tiles_cpu(table, bins, settings)
+            loss = sum((o * (i + 1.0)).sum() for i, o in enumerate(outputs))
+            results.append((outputs, torch.autograd.grad(loss, table)[0]))
+    finally:
+        torch.set_num_threads(before)
+    (out_1, grad_1), (out_2, grad_2) = results
+    assert out_1[1].max() > 0.5 and grad_1.abs().max() > 0
+    assert all(torch.equal(a, b) for a, b in zip(out_1, out_2))
+    assert torch.equal(grad_1, grad_2)
+
+
+def test_edge_cases_stay_finite():
+    empty = random_scene(n=0, cameras=2)
+    out = rasterize_surfels(**empty, backend="cpu")
+    assert out.rgb.shape == (2, 14, 20, 3) and out.alpha.abs().max() == 0
+
+    behind = random_scene(n=5, cameras=1, seed=9)
+    behind["means"] = behind["means"] - torch.tensor([0.0, 0.0, 10.0], dtype=torch.float64)
+    params = [behind[k].requires_grad_(True) for k in ("means", "opacities", "colors")]
+    out = rasterize_surfels(**behind, backend="cpu")
+    assert out.alpha.abs().max() == 0 and _grads_finite(out, params)
+
+    tiny = random_scene(n=6, width=1, height=1, cameras=2, seed=10, scale=(0.5, 0.8))
+    out = rasterize_surfels(**tiny, backend="cpu")
+    ref = brute_force_render(*(_np(tiny[k]) for k in PARAMS + ("viewmats", "Ks")), 1, 1)
+    assert ref["alpha"].max() > 0.1
+    np.testing.assert_allclose(_np(out.rgb), ref["rgb"], atol=1e-6)
+
+    degenerate = random_scene(n=3, cameras=1, seed=11)
+    degenerate["scales"] = torch.tensor([[0.2, 0.0, 0.1], [0.0, 0.0, 0.0], [0.3, 0.3, 0.1]], dtype=torch.float64)
+    params = [degenerate[k].requires_grad_(True) for k in ("means", "quats", "scales", "opacities")]
+    out = rasterize_surfels(**degenerate, backend="cpu", depth_mode="intersection")
+    assert all(torch.isfinite(f).all() for f in (out.rgb, out.depth_expected, out.distortion))
+    assert _grads_finite(out, params)
+
+
+def test_backend_selection():
+    assert resolve_backend("auto", torch.device("cpu"), "center") == "cpu"
+    assert resolve_backend("auto", torch.device("cpu"), "intersection") == "cpu"
+    assert resolve_backend("torch", torch.device("cpu"), "center") == "torch"
+    with pytest.raises(ValueError, match="needs CPU tensors"):
+        resolve_backend("cpu", torch.device("cuda"), "center")
+    scene = random_scene(n=4, cameras=1)
+    assert rasterize_surfels(**scene).backend == "cpu"

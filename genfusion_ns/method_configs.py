@@ -12,6 +12,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from genfusion_ns.model.checkpoint import allow_numpy_scalars_in_checkpoints
 from genfusion_ns.model.recipes import (
     LITE_MAX_STEPS,
+    LITE_POSITION_LR_STEPS,
     SPARSE_VIEW_MAX_STEPS,
     lite_model,
     make_trainer_config,
@@ -30,7 +31,7 @@ genfusion_2dgs_lite = MethodSpecification(
         "genfusion-2dgs-lite",
         lite_model(),
         max_steps=LITE_MAX_STEPS,
-        position_lr_steps=4 * LITE_MAX_STEPS,
+        position_lr_steps=LITE_POSITION_LR_STEPS,
         steps_per_save=LITE_MAX_STEPS,
         steps_per_eval_image=250,
         steps_per_eval_all_images=LITE_MAX_STEPS,

@@ -10,6 +10,7 @@ from genfusion_ns.fusion.datamanager import GenFusionDatamanagerConfig
 from genfusion_ns.fusion.pipeline import GenFusionPipelineConfig
 from genfusion_ns.model.recipes import (
     LITE_MAX_STEPS,
+    LITE_POSITION_LR_STEPS,
     SPARSE_VIEW_MAX_STEPS,
     lite_model,
     make_trainer_config,
@@ -42,6 +43,6 @@ def genfusion_lite_config() -> TrainerConfig:
                                        fusion_until=LITE_MAX_STEPS, trajectory_frames=16, num_inference_steps=10,
                                        repair_strength=0.5, guidance_scale=1.5, repaired_every=2)
     config = make_trainer_config("genfusion-lite", lite_model(), max_steps=LITE_MAX_STEPS, pipeline=pipeline,
-                                 position_lr_steps=4 * LITE_MAX_STEPS, steps_per_save=LITE_MAX_STEPS,
+                                 position_lr_steps=LITE_POSITION_LR_STEPS, steps_per_save=LITE_MAX_STEPS,
                                  steps_per_eval_image=250, steps_per_eval_all_images=LITE_MAX_STEPS)
     return config

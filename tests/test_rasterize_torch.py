@@ -235,7 +235,8 @@ def test_custom_backward_matches_autograd(depth_mode, chunk_size, cache):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9, msg=f"gradient of {name}")
 
 
-def test_gradcheck_finite_differences():
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_gradcheck_finite_differences(backend):
     scene = random_scene(n=3, width=7, height=6, cameras=1, seed=6, scale=(0.3, 0.5))
     scene["means"] = scene["means"] * 0.3
     keys = ("means", "quats", "scales", "opacities", "colors")
@@ -243,7 +244,7 @@ def test_gradcheck_finite_differences():
 
     def render(means, quats, scales, opacities, colors):
         out = rasterize_surfels(means, quats, scales, opacities, colors, scene["viewmats"], scene["Ks"],
-                                scene["width"], scene["height"], backgrounds=bg, backend="torch",
+                                scene["width"], scene["height"], backgrounds=bg, backend=backend,
                                 depth_mode="intersection")
         return torch.cat([out.rgb, out.alpha, out.depth_expected, out.depth_median, out.normals, out.distortion], -1)
 

@@ -41,8 +41,8 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 _jit = numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 
 _LAUNCH_LOCK = threading.Lock()
-"""Serialises kernel launches: the viewer renders from its own thread while training runs, and Numba's fallback
-threading layer (workqueue, used where no OpenMP/TBB runtime is found) aborts on concurrent parallel launches."""
+"""Serialises kernel launches: the viewer renders from its own thread while training runs, and Numba's workqueue
+threading layer (chosen above) aborts on concurrent parallel launches."""
 
 
 @numba.njit(inline="always", error_model="numpy", cache=True)

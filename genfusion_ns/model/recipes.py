@@ -99,21 +99,22 @@ def sparse_view_model() -> GenFusionModelConfig:
 def lite_model() -> GenFusionModelConfig:
     """The sparse-view recipe compressed to the CPU budget of ``genfusion-2dgs-lite`` (``LITE_MAX_STEPS`` steps).
 
-    At most 2000 seed surfels and SH degree 1 (the CPU rasterizer's cost grows with both); densification every
-    100 steps from 100 to 700 and no opacity reset (in a short run a reset costs more than it cleans up: measured
-    23.7 -> 8 dB training PSNR, never recovered); distortion from 700, normal consistency from 500. Metric depth
-    supervision (weight 0.5) wherever the dataset has depth files -- the authors' sparse recipe supervises depth too
-    (monocular, weight 1); datasets without depth train photometrically. Measured on the dense benchmark scene:
-    +0.9 dB held-out PSNR at 1000 steps (docs/benchmarks.md).
+    At most 2000 seed surfels (the CPU rasterizer's cost grows with them); densification every 100 steps from 100 to
+    700 and no opacity reset (in a short run a reset costs more than it cleans up: measured 23.7 -> 8 dB training
+    PSNR, never recovered); distortion from 700. View-independent colour (SH degree 0) and a stronger, earlier
+    normal consistency (0.2 from step 300): a few views cannot pin down view-dependent colour, and held-out views
+    of unseen rooms scored up to 0.8 dB better without it (docs/benchmarks.md). Metric depth supervision (weight
+    0.5) wherever the dataset has depth files -- the authors' sparse recipe supervises depth too (monocular,
+    weight 1); datasets without depth train photometrically (+0.9 dB held-out PSNR with depth on the dense
+    benchmark scene at 1000 steps).
     """
     return GenFusionModelConfig(
         lambda_dssim=0.5,
         lambda_dist=DISTORTION_WEIGHT,
         dist_start_step=700,
-        lambda_normal=0.05,
-        normal_start_step=500,
-        sh_degree=1,
-        sh_degree_interval=250,
+        lambda_normal=0.2,
+        normal_start_step=300,
+        sh_degree=0,
         max_init_points=2000,
         num_random=2000,
         depth_loss="metric-l1",

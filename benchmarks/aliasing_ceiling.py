@@ -23,6 +23,7 @@ from dataclasses import replace
 import numpy as np
 from scipy.ndimage import uniform_filter
 
+from genfusion_ns.model.metrics import psnr
 from genfusion_ns.scenes.config import SceneConfig
 from genfusion_ns.scenes.dataset import split_indices
 from genfusion_ns.scenes.generate import make_cameras
@@ -31,10 +32,6 @@ from genfusion_ns.scenes.render import render_view
 
 FINE = 4
 """Fine samples per pixel and axis of the reference render the pre-filtered field is made from."""
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(-10.0 * np.log10(np.mean((a - b) ** 2)))
 
 
 def centre_samples(fine: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ import torch
 from genfusion_ns.bench.runs import evaluate_run, train_in_process, trainer_config
 from genfusion_ns.fusion.pipeline import REPAIRED_FOLDER
 from genfusion_ns.fusion.views import MANIFEST_NAME, RepairedViews
+from genfusion_ns.model.metrics import psnr
 from genfusion_ns.scenes import generate_scene, render_scene_views
 
 VARIANTS = {"lite": ("genfusion-2dgs-lite", "genfusion-lite"), "full": ("genfusion-2dgs", "genfusion")}
@@ -53,11 +54,6 @@ def parse_args() -> argparse.Namespace:
                         help="train one side only (e.g. the baselines while the video model is still training)")
     parser.add_argument("--reuse", action="store_true", help="keep finished rows of an earlier results.json")
     return parser.parse_args()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10.0 * np.log10(1.0 / max(mse, 1e-12))
 
 
 def to_dataset_frame(c2w: torch.Tensor, run_dir: Path) -> np.ndarray:
@@ -108,8 +104,8 @@ def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str
 
 def markdown(rows: list[dict[str, object]], variant: str) -> str:
     baseline, fusion = VARIANTS[variant]
-    lines = ["| scene | baseline PSNR | GenFusion PSNR | gain (dB) | baseline SSIM | GenFusion SSIM | "
-             "repaired vs input PSNR (per round) | train s (baseline / GenFusion) |",
+    lines = [("| scene | baseline PSNR | GenFusion PSNR | gain (dB) | baseline SSIM | GenFusion SSIM | "
+              "repaired vs input PSNR (per round) | train s (baseline / GenFusion) |"),
              "|---|---|---|---|---|---|---|---|"]
     gains = []
     for scene in sorted({str(r["scene"]) for r in rows}):

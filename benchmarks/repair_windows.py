@@ -21,11 +21,8 @@ import numpy as np
 import torch
 
 from diffusion_train.dataset import ClipDataset
+from genfusion_ns.model.metrics import psnr
 from genfusion_ns.video import GenFusionVideoPipeline
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a.float() - b.float()) ** 2).mean().clamp_min(1e-12)))
 
 
 def main() -> None:
@@ -54,7 +51,7 @@ def main() -> None:
                            residual_decode=residual, generator=torch.Generator().manual_seed(0), output_type="pt")
                 key = (strength, cfg, "residual" if residual else "plain")
                 scores.setdefault(key, []).append(psnr(out.rgb.clamp(0, 1), raw["target_rgb"]))
-    print(f"| decode | strength / CFG | repaired PSNR | input PSNR |\n|---|---|---|---|")
+    print("| decode | strength / CFG | repaired PSNR | input PSNR |\n|---|---|---|---|")
     for (strength, cfg, decode), values in scores.items():
         print(f"| {decode} | {strength} / {cfg} | {np.mean(values):.2f} | {np.mean(inputs):.2f} |")
 

@@ -12,16 +12,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-import tyro  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import tyro
+from rich.console import Console
+from rich.table import Table
 
-from genfusion_ns.scenes import generate_scene  # noqa: E402
+from genfusion_ns.scenes import generate_scene
 
 
 @dataclass

@@ -226,3 +226,10 @@ def test_viewer_render_path_with_background_and_crop_box():
     empty = OrientedBox(R=torch.eye(3), T=torch.tensor([0.0, 0.0, 5.0]), S=torch.ones(3))
     nothing = model.get_outputs_for_camera(make_camera(), obb_box=empty)
     assert nothing["accumulation"].max() == 0 and nothing["rgb"].shape == (SIZE, SIZE, 3)
+
+
+def test_shared_psnr_matches_for_arrays_and_tensors():
+    a, b = np.zeros((4, 4, 3)), np.full((4, 4, 3), 0.1)
+    assert gf_metrics.psnr(a, b) == pytest.approx(20.0)
+    assert gf_metrics.psnr(torch.tensor(a, dtype=torch.float32), torch.tensor(b)) == pytest.approx(20.0, abs=1e-5)
+    assert gf_metrics.psnr(a, a) == pytest.approx(120.0)  # identical images: capped, not infinite

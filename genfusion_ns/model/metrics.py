@@ -1,4 +1,4 @@
-"""Evaluation metrics that must not download anything.
+"""Evaluation metrics that must not download anything, and the PSNR the benchmark scripts share.
 
 torchmetrics' LPIPS ships only the small linear heads; the AlexNet backbone comes from torchvision's model zoo, which
 downloads it on first use. Offline that raises deep inside evaluation, so we check the torch hub cache first and,
@@ -11,9 +11,16 @@ import os
 import pickle
 import warnings
 
+import numpy as np
 import torch
 
 _WARNED = False
+
+
+def psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
+    """PSNR in dB of two images with values in [0, 1] (arrays or tensors), computed in float64."""
+    a, b = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64) for x in (a, b))
+    return float(10.0 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
 
 
 def alexnet_weights_path() -> str:

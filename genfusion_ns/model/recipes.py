@@ -126,7 +126,8 @@ def lite_model() -> GenFusionModelConfig:
 
 
 LITE_MAX_STEPS = 2000
-"""Steps of the CPU methods: ~3 minutes for a 96x96 scene on 2 cores with the compiled CPU rasterizer."""
+"""Steps of the CPU methods: about 5 minutes for a dense 96x96 scene (20k surfels) on 2 cores with the compiled CPU
+rasterizer (docs/benchmarks.md)."""
 LITE_POSITION_LR_STEPS = 2 * LITE_MAX_STEPS
 """Horizon of the position learning-rate decay in the lite methods (decaying within the run itself measured worse)."""
 SPARSE_VIEW_MAX_STEPS = 7000

@@ -26,7 +26,7 @@ from scipy.ndimage import uniform_filter
 from genfusion_ns.model.metrics import psnr
 from genfusion_ns.scenes.config import SceneConfig
 from genfusion_ns.scenes.dataset import split_indices
-from genfusion_ns.scenes.generate import make_cameras
+from genfusion_ns.scenes.generate import build_scene
 from genfusion_ns.scenes.layout import LAYOUTS
 from genfusion_ns.scenes.render import render_view
 
@@ -42,9 +42,7 @@ def centre_samples(fine: np.ndarray) -> np.ndarray:
 
 def score_scene(config: SceneConfig) -> dict[str, float]:
     """Mean held-out PSNR of the two ideal models on one scene (same cameras and split as ``genfusion-scene``)."""
-    rng = np.random.default_rng(config.seed)
-    layout = LAYOUTS[config.kind](rng)
-    cameras = make_cameras(config, layout, rng)
+    layout, cameras, _ = build_scene(config)
     fine_cameras = replace(cameras, fx=cameras.fx * FINE, fy=cameras.fy * FINE, cx=cameras.cx * FINE,
                            cy=cameras.cy * FINE, width=cameras.width * FINE, height=cameras.height * FINE)
     _, held_out = split_indices(config.views, config.train_views)

@@ -36,15 +36,22 @@ def make_cameras(config: SceneConfig, layout: SceneLayout, rng: np.random.Genera
     return PinholeCameras(poses, fx, fy, cx, cy, config.width, config.resolution)
 
 
+def build_scene(config: SceneConfig) -> tuple[SceneLayout, PinholeCameras, np.random.Generator]:
+    """The layout and cameras of ``config``'s scene, and its random generator where :func:`generate_scene` goes on
+    (seed points). Anything that must reproduce a generated scene's views builds them here, so the draw order stays
+    in one place."""
+    rng = np.random.default_rng(config.seed)
+    layout = LAYOUTS[config.kind](rng)
+    return layout, make_cameras(config, layout, rng), rng
+
+
 def generate_scene(out: str | Path | None = None, config: SceneConfig | None = None, **options) -> SceneSummary:
     """Generate a scene; ``options`` are :class:`SceneConfig` fields (``seed``, ``views``, ``train_views``, ...)."""
     config = replace(config or SceneConfig(), **options)
     if out is not None:
         config = replace(config, out=Path(out))
     config.validate()
-    rng = np.random.default_rng(config.seed)
-    layout = LAYOUTS[config.kind](rng)
-    cameras = make_cameras(config, layout, rng)
+    layout, cameras, rng = build_scene(config)
     views = [render_view(layout, cameras, i, config.supersample) for i in range(config.views)]
     images, depths = [v.rgb for v in views], [v.depth for v in views]
     train, test = split_indices(config.views, config.train_views)

@@ -233,3 +233,45 @@ def test_shared_psnr_matches_for_arrays_and_tensors():
     assert gf_metrics.psnr(a, b) == pytest.approx(20.0)
     assert gf_metrics.psnr(torch.tensor(a, dtype=torch.float32), torch.tensor(b)) == pytest.approx(20.0, abs=1e-5)
     assert gf_metrics.psnr(a, a) == pytest.approx(120.0)  # identical images: capped, not infinite
+
+
+def test_supersampled_render_is_the_box_filter_of_a_finer_render():
+    model = make_opaque(make_model(plane_points(n_side=12, z=-2.0), supersample=2))
+    reference = make_opaque(make_model(plane_points(n_side=12, z=-2.0)))
+    model.eval()
+    reference.eval()
+    out = model.get_outputs_for_camera(make_camera())
+    fine_camera = make_camera()
+    fine_camera.rescale_output_resolution(2)  # sub-pixel centres at (k + 0.5) / 2: the same rays
+    fine = reference.get_outputs_for_camera(fine_camera)
+    assert out["rgb"].shape == (SIZE, SIZE, 3) and out["normal_image"].shape == (SIZE, SIZE, 3)
+    expected = fine["rgb"].reshape(SIZE, 2, SIZE, 2, 3).mean(dim=(1, 3))
+    assert torch.allclose(out["rgb"], expected, atol=1e-5)
+    alpha = fine["accumulation"].reshape(SIZE, 2, SIZE, 2, 1).mean(dim=(1, 3))
+    assert torch.allclose(out["accumulation"], alpha, atol=1e-5)
+    centre = out["depth"][SIZE // 2 - 2 : SIZE // 2 + 2, SIZE // 2 - 2 : SIZE // 2 + 2]
+    assert torch.allclose(centre, torch.full_like(centre, 2.0), atol=1e-3)
+    # Aliasing is what it removes: the one-ray render differs from the filtered one.
+    assert not torch.allclose(reference.get_outputs_for_camera(make_camera())["rgb"], out["rgb"], atol=1e-3)
+
+
+def test_supersampled_training_keeps_regularisers_per_ray_and_densification_in_output_pixels():
+    model = make_opaque(make_model(plane_points(n_side=12, z=-2.0), supersample=2))
+    model.train()
+    model.step = 1
+    outputs = model.get_outputs(make_camera())
+    assert outputs["rgb"].shape == (SIZE, SIZE, 3)
+    assert outputs["normal"].shape == (2 * SIZE, 2 * SIZE, 3) and outputs["distortion"].shape[:2] == (2 * SIZE,) * 2
+    info, _ = model._step_renders[-1]
+    assert (info["width"], info["height"]) == (2 * SIZE, 2 * SIZE)  # gradients are per rendered sub-pixel
+    reference = make_opaque(make_model(plane_points(n_side=12, z=-2.0)))
+    reference.train()
+    reference.get_outputs(make_camera())
+    ref_info, _ = reference._step_renders[-1]
+    visible = ref_info["radii"] > 0
+    assert torch.allclose(info["radii"][visible].float(), ref_info["radii"][visible].float(), atol=1.0)
+
+
+def test_config_rejects_bad_supersample():
+    with pytest.raises(ValueError, match="supersample"):
+        GenFusionModelConfig(supersample=0)

@@ -58,6 +58,13 @@ def opengl_c2w_to_opencv_w2c(camera_to_worlds: Tensor) -> Tensor:
     return viewmats
 
 
+def box_downsample(image: Tensor, factor: int) -> Tensor:
+    """Mean over ``factor`` x ``factor`` pixel blocks of an ``[H, W, D]`` image (the pixel-area filter of SSAA)."""
+    if factor == 1:
+        return image
+    return torch.nn.functional.avg_pool2d(image.permute(2, 0, 1)[None], factor)[0].permute(1, 2, 0)
+
+
 def camera_extent(positions: Tensor) -> float:
     """The authors' scene extent: 1.1 x the largest distance of a camera from the cameras' mean (1.0 if degenerate)."""
     radius = (positions - positions.mean(dim=0, keepdim=True)).norm(dim=-1).max().item() if len(positions) else 0.0
@@ -227,6 +234,8 @@ class GenFusionModel(SplatfactoModel):
         width, height = int(camera.width.item()), int(camera.height.item())
         camera.rescale_output_resolution(scale_factor)
         self.last_size = (height, width)
+        ss = self.config.supersample
+        intrinsics[:, :2] *= ss  # fx, fy, cx, cy: sub-pixel centres fall at (k + 0.5) / ss inside each pixel
 
         if self.config.sh_degree > 0:
             colors = torch.cat([params["features_dc"][:, None, :], params["features_rest"]], dim=1)
@@ -241,8 +250,8 @@ class GenFusionModel(SplatfactoModel):
             colors=colors,
             viewmats=opengl_c2w_to_opencv_w2c(camera_to_worlds.to(self.device)),
             Ks=intrinsics,
-            width=width,
-            height=height,
+            width=width * ss,
+            height=height * ss,
             backgrounds=background[None],
             sh_degree=self._sh_degree_now(),
             backend=self.config.rasterizer_backend,
@@ -250,24 +259,32 @@ class GenFusionModel(SplatfactoModel):
         )
         if self.training and crop_ids is None and out.means2d.requires_grad:
             out.means2d.retain_grad()
-            info = {"means2d": out.means2d, "radii": out.radii, "width": width, "height": height, "n_cameras": 1}
+            # Gradients and radii are per rendered (sub-)pixel; densification normalises by the rendered size, and
+            # screen-size pruning reads radii in output pixels.
+            radii = out.radii if ss == 1 else out.radii / ss
+            info = {"means2d": out.means2d, "radii": radii, "width": width * ss, "height": height * ss, "n_cameras": 1}
             metadata = camera.metadata or {}
             self._step_renders.append((info, bool(metadata.get(FEEDS_DENSIFICATION_KEY, True))))
 
-        alpha = out.alpha[0]
-        depth = out.depth_expected[0]
+        alpha = box_downsample(out.alpha[0], ss)
+        if ss == 1:
+            depth = out.depth_expected[0]
+        else:  # alpha-weighted mean over the sub-pixels the surface covers
+            depth = box_downsample(out.depth_accumulated[0], ss) / alpha.clamp_min(1e-10)
         depth = torch.where(alpha > 0, depth, depth.detach().max())
+        # The 2DGS regularisers are defined per ray: in training they stay at the rendered resolution.
+        per_ray = (lambda image: image) if self.training else (lambda image: box_downsample(image, ss))
         outputs: dict[str, Tensor | list] = {
-            "rgb": out.rgb[0].clamp(0.0, 1.0),
+            "rgb": box_downsample(out.rgb[0], ss).clamp(0.0, 1.0),
             "depth": depth,
             "accumulation": alpha,
             "background": background if self.training else background.expand(height, width, 3),
-            "normal": out.normals[0],
-            "surf_normal": out.surf_normals[0],
-            "distortion": out.distortion[0],
+            "normal": per_ray(out.normals[0]),
+            "surf_normal": per_ray(out.surf_normals[0]),
+            "distortion": per_ray(out.distortion[0]),
         }
         if not self.training:
-            outputs["normal_image"] = (out.normals[0] * 0.5 + 0.5).clamp(0.0, 1.0)
+            outputs["normal_image"] = (outputs["normal"] * 0.5 + 0.5).clamp(0.0, 1.0)
         return outputs
 
     # ------------------------------------------------------------------ losses and metrics

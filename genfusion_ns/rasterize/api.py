@@ -13,6 +13,10 @@ from .output import SurfelRasterOutput
 from .sh import MAX_SH_DEGREE, num_sh_bases
 
 Backend = Literal["auto", "cpu", "torch", "gsplat"]
+CPU_TILE_SIZE = 16
+"""Default tile edge of the ``cpu`` backend (fastest measured: docs/benchmarks.md, "Tile size")."""
+TORCH_TILE_SIZE = 4
+"""Default tile edge of the pure-PyTorch backend."""
 DepthMode = Literal["center", "intersection"]
 
 
@@ -138,7 +142,7 @@ def rasterize_surfels(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     radius_clip: float = 0.0,
-    tile_size: int = 4,
+    tile_size: int | None = None,
 ) -> SurfelRasterOutput:
     """Render 2D Gaussian surfels (2DGS) into C cameras.
 
@@ -154,7 +158,9 @@ def rasterize_surfels(
         depth_mode: "center" blends each surfel's centre z (gsplat 1.4.0); "intersection" blends the z of the
             ray-splat hit point (official 2DGS / GenFusion rasterizer; torch backend only).
         radius_clip: surfels whose 3-sigma radius (pixels) is <= this are skipped (gsplat semantics).
-        tile_size: tile edge of the torch backend's binning (1, 2, 4, 8 or 16); a speed knob, results identical.
+        tile_size: tile edge of the torch / cpu backends' binning (1, 2, 4, 8 or 16); a speed knob, results
+            identical. None: 16 for ``cpu`` (its kernels skip the rows a surfel misses, so big tiles cost little
+            and binning stays cheap) and 4 for ``torch`` (which evaluates every pixel of a tile).
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds, sh_degree,
                   depth_mode)
@@ -167,6 +173,8 @@ def rasterize_surfels(
         return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kwargs)
     from .torch_backend import rasterize_torch
 
+    if tile_size is None:
+        tile_size = CPU_TILE_SIZE if chosen == "cpu" else TORCH_TILE_SIZE
     out = rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                           depth_mode=depth_mode, tile_size=tile_size,
                           compositor="numba" if chosen == "cpu" else "torch", **kwargs)

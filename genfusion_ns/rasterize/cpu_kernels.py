@@ -136,7 +136,7 @@ def _row_span(table, sid, py, q_cut, x_first, x_last):
 
 
 @_jit
-def _forward_kernel(table, order, starts, counts, surfel_ids, origins, ts, width, height, intersection, dch,
+def _forward_kernel(table, order, starts, counts, surfel_ids, origins, rows, ts, width, height, intersection, dch,
                     threshold, feats, trans, acc_wd, distortion, median, median_pos, last):
     """Front-to-back blending, one tile row at a time: every entry updates the row's pixels it can reach, in list
     order, so each pixel sees exactly the sequence of a per-pixel loop (gsplat's order)."""
@@ -152,7 +152,8 @@ def _forward_kernel(table, order, starts, counts, surfel_ids, origins, ts, width
         dist = np.zeros(n_x)
         done = np.zeros(n_x, dtype=np.bool_)
         for r in range(min(ts, height - origins[t, 1])):
-            py = origins[t, 1] + r + 0.5
+            y = origins[t, 1] + r
+            py = y + 0.5
             T[:] = 1.0
             u[:] = 0.0
             dist[:] = 0.0
@@ -162,6 +163,8 @@ def _forward_kernel(table, order, starts, counts, surfel_ids, origins, ts, width
             n_done = 0
             for k in range(count):
                 sid = surfel_ids[start + k]
+                if y < rows[sid, 0] or y > rows[sid, 1]:  # outside the surfel's pixel box: no pair on this row
+                    continue
                 first, final = _row_span(table, sid, py, q_cut[k], x0, x0 + n_x - 1)
                 for ix in range(first, final + 1):
                     i = ix - x0
@@ -199,7 +202,7 @@ def _forward_kernel(table, order, starts, counts, surfel_ids, origins, ts, width
 
 
 @_jit
-def _backward_kernel(table, order, starts, surfel_ids, origins, ts, width, height, intersection, dch, threshold,
+def _backward_kernel(table, order, starts, surfel_ids, origins, rows, ts, width, height, intersection, dch, threshold,
                      g_feats, g_alpha, g_median, g_dist, trans, acc_wd, median_pos, last, use_dist, use_median,
                      grad_rows):
     """Back-to-front replay of :func:`_forward_kernel`, one tile row at a time, recovering each pixel's
@@ -220,7 +223,8 @@ def _backward_kernel(table, order, starts, surfel_ids, origins, ts, width, heigh
         u = np.empty(n_x)
         suffix = np.empty(n_x)  # per pixel: sum over later entries of w_i dL/dw_i
         for r in range(n_rows):
-            py = origins[t, 1] + r + 0.5
+            y = origins[t, 1] + r
+            py = y + 0.5
             row_end = 0
             for i in range(n_x):
                 p = r * ts + i
@@ -230,6 +234,8 @@ def _backward_kernel(table, order, starts, surfel_ids, origins, ts, width, heigh
                 row_end = max(row_end, last[t, p])
             for k in range(row_end - 1, -1, -1):
                 sid = surfel_ids[start + k]
+                if y < rows[sid, 0] or y > rows[sid, 1]:
+                    continue
                 first, final = _row_span(table, sid, py, q_cut[k], x0, x0 + n_x - 1)
                 for ix in range(first, final + 1):
                     i = ix - x0
@@ -342,7 +348,10 @@ def _set_threads() -> int:
 
 
 def _bins_arrays(bins: TileBins) -> tuple[np.ndarray, ...]:
-    return (bins.starts.numpy(), bins.counts.numpy(), bins.surfel_ids.numpy(), bins.origins.numpy())
+    if bins.rows is None:
+        raise ValueError("the compiled CPU compositor needs TileBins.rows (bin_surfels fills it).")
+    return (bins.starts.numpy(), bins.counts.numpy(), bins.surfel_ids.numpy(), bins.origins.numpy(),
+            bins.rows.numpy())
 
 
 class _CompositeTilesCPU(torch.autograd.Function):
@@ -373,11 +382,11 @@ class _CompositeTilesCPU(torch.autograd.Function):
         bins, s = ctx.bins, ctx.settings
         grads = tuple(g.to(table.dtype).contiguous() for g in (g_feats, g_alpha, g_median, g_dist))
         grad_rows = table.new_zeros(bins.n_overlaps, table.shape[1])
-        starts, _, surfel_ids, origins = _bins_arrays(bins)
+        starts, _, surfel_ids, origins, rows = _bins_arrays(bins)
         with _LAUNCH_LOCK:
             _set_threads()
             _backward_kernel(
-                table.numpy(), ctx.order, starts, surfel_ids, origins, bins.tile_size, s.width, s.height,
+                table.numpy(), ctx.order, starts, surfel_ids, origins, rows, bins.tile_size, s.width, s.height,
                 s.intersection_depth, s.depth_channel, _threshold(table.dtype), *(g.numpy() for g in grads),
                 trans.numpy(), acc_wd.numpy(), median_pos.numpy(), last.numpy(), bool(grads[3].any()),
                 bool(grads[2].any()), grad_rows.numpy(),

@@ -44,6 +44,7 @@ class TileBins:
     starts: Tensor  # [T] int64
     counts: Tensor  # [T] int64, non-increasing
     surfel_ids: Tensor  # [n_overlaps] int64
+    rows: Tensor | None = None  # [C * N + 1, 2] int64 first / last pixel row a surfel can shade (pad row: empty)
 
     @property
     def n_overlaps(self) -> int:
@@ -135,5 +136,8 @@ def bin_surfels(proj: SurfelProjection, opacities: Tensor, width: int, height: i
     tiles = tiles[by_len]
     within = tiles % (tiles_x * tiles_y)
     origins = torch.stack([(within % tiles_x) * tile_size, (within // tiles_x) * tile_size], dim=-1)
+    rows_of = torch.ones(C * N + 1, 2, dtype=torch.int64, device=device)
+    rows_of[:, 1] = 0  # empty range for culled surfels and the padding row
+    rows_of.index_copy_(0, flat, boxes.reshape(-1, 4).index_select(0, flat)[:, 1::2])
     return TileBins(tile_size, tiles_x, tiles_y, C, C * N, tiles, origins, tile_start[by_len], tile_counts[by_len],
-                    flat_ids)
+                    flat_ids, rows_of)

@@ -54,7 +54,8 @@ class GenFusionModelConfig(SplatfactoModelConfig):
     supersample: int = 1
     """Rays per pixel and axis: render at this multiple of the camera resolution and box-filter down (SSAA). Real
     pixels integrate light over their area; one ray per pixel can only fit that with a blur that is right for one
-    view, so held-out views alias. 2 costs about 3x per step on CPU; the regularisers stay per ray."""
+    view, so held-out views alias. 2 costs about 1.4x per training step with the ``cpu`` rasterizer (docs/benchmarks.md);
+    the regularisers stay per ray."""
     surfel_thickness: float = 1e-3
     """Normal-axis scale of each surfel relative to its in-plane size at initialisation. The rasterizer ignores it;
     it only keeps exported PLYs (read as 3D Gaussians by viewers) flat."""

@@ -261,27 +261,25 @@ class GenFusionModel(SplatfactoModel):
             out.means2d.retain_grad()
             # Gradients and radii are per rendered (sub-)pixel; densification normalises by the rendered size, and
             # screen-size pruning reads radii in output pixels.
-            radii = out.radii if ss == 1 else out.radii / ss
+            radii = out.radii / ss
             info = {"means2d": out.means2d, "radii": radii, "width": width * ss, "height": height * ss, "n_cameras": 1}
             metadata = camera.metadata or {}
             self._step_renders.append((info, bool(metadata.get(FEEDS_DENSIFICATION_KEY, True))))
 
         alpha = box_downsample(out.alpha[0], ss)
-        if ss == 1:
-            depth = out.depth_expected[0]
-        else:  # alpha-weighted mean over the sub-pixels the surface covers
-            depth = box_downsample(out.depth_accumulated[0], ss) / alpha.clamp_min(1e-10)
+        # Alpha-weighted mean depth over the sub-pixels the surface covers (the rasterizer's expected depth at ss=1).
+        depth = box_downsample(out.depth_accumulated[0], ss) / alpha.clamp_min(1e-10)
         depth = torch.where(alpha > 0, depth, depth.detach().max())
         # The 2DGS regularisers are defined per ray: in training they stay at the rendered resolution.
-        per_ray = (lambda image: image) if self.training else (lambda image: box_downsample(image, ss))
+        regulariser_factor = 1 if self.training else ss
         outputs: dict[str, Tensor | list] = {
             "rgb": box_downsample(out.rgb[0], ss).clamp(0.0, 1.0),
             "depth": depth,
             "accumulation": alpha,
             "background": background if self.training else background.expand(height, width, 3),
-            "normal": per_ray(out.normals[0]),
-            "surf_normal": per_ray(out.surf_normals[0]),
-            "distortion": per_ray(out.distortion[0]),
+            "normal": box_downsample(out.normals[0], regulariser_factor),
+            "surf_normal": box_downsample(out.surf_normals[0], regulariser_factor),
+            "distortion": box_downsample(out.distortion[0], regulariser_factor),
         }
         if not self.training:
             outputs["normal_image"] = (outputs["normal"] * 0.5 + 0.5).clamp(0.0, 1.0)

@@ -348,8 +348,6 @@ def _set_threads() -> int:
 
 
 def _bins_arrays(bins: TileBins) -> tuple[np.ndarray, ...]:
-    if bins.rows is None:
-        raise ValueError("the compiled CPU compositor needs TileBins.rows (bin_surfels fills it).")
     return (bins.starts.numpy(), bins.counts.numpy(), bins.surfel_ids.numpy(), bins.origins.numpy(),
             bins.rows.numpy())
 

@@ -44,7 +44,7 @@ class TileBins:
     starts: Tensor  # [T] int64
     counts: Tensor  # [T] int64, non-increasing
     surfel_ids: Tensor  # [n_overlaps] int64
-    rows: Tensor | None = None  # [C * N + 1, 2] int64 first / last pixel row a surfel can shade (pad row: empty)
+    rows: Tensor  # [C * N + 1, 2] int64 first / last pixel row a surfel can shade (empty for culled / pad rows)
 
     @property
     def n_overlaps(self) -> int:

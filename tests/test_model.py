@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -89,6 +90,21 @@ def test_seed_points_capped_to_a_random_subset():
     assert capped.num_points == 30
     kept = capped.means.detach()
     assert (torch.cdist(kept, xyz).min(dim=1).values == 0).all() and len(torch.unique(kept, dim=0)) == 30
+
+
+def test_lite_recipe_seeds_every_point_of_a_default_dense_scene():
+    """The lite budget relies on starting from all seed points (docs/benchmarks.md): the cap must not subsample a
+    default ``genfusion-scene`` dataset, and the model must then keep every point."""
+    from genfusion_ns.model.recipes import lite_model
+    from genfusion_ns.scenes.config import SceneConfig
+
+    scene = SceneConfig(out=Path("unused"), train_views="all")
+    dense_train_views = scene.views - math.ceil(scene.views / 8)
+    recipe = lite_model()
+    assert recipe.max_init_points >= scene.points_per_view * dense_train_views
+    xyz, rgb = plane_points(n_side=40)
+    config = {k: getattr(recipe, k) for k in ("max_init_points", "sh_degree", "supersample")}
+    assert make_model((xyz, rgb), **config).num_points == len(xyz)
 
 
 def test_config_rejects_bad_weights():

@@ -53,6 +53,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=["baseline", "fusion"], default=None,
                         help="train one side only (e.g. the baselines while the video model is still training)")
     parser.add_argument("--reuse", action="store_true", help="keep finished rows of an earlier results.json")
+    parser.add_argument("--compare-with", type=Path, default=None,
+                        help="results.json of the other side (run with --only elsewhere): its rows join the printed table")
     return parser.parse_args()
 
 
@@ -103,24 +105,37 @@ def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str
 
 
 def markdown(rows: list[dict[str, object]], variant: str) -> str:
+    """The table of docs/benchmarks.md: one line per scene that has both methods, then the means."""
     baseline, fusion = VARIANTS[variant]
-    lines = [("| scene | baseline PSNR | GenFusion PSNR | gain (dB) | baseline SSIM | GenFusion SSIM | "
-              "repaired vs input PSNR (per round) | train s (baseline / GenFusion) |"),
-             "|---|---|---|---|---|---|---|---|"]
-    gains = []
+    pairs = []
     for scene in sorted({str(r["scene"]) for r in rows}):
         by_method = {r["method"]: r for r in rows if r["scene"] == scene}
-        if baseline not in by_method or fusion not in by_method:
-            continue
-        b, f = by_method[baseline], by_method[fusion]
-        gain = float(f["psnr"]) - float(b["psnr"])
-        gains.append(gain)
-        repair = ", ".join(f"{r['repaired_psnr']:.2f} vs {r.get('input_psnr', float('nan')):.2f}"
-                           for r in f.get("repair", []))
-        lines.append(f"| {scene} | {b['psnr']:.2f} | {f['psnr']:.2f} | {gain:+.2f} | {b['ssim']:.3f} | "
-                     f"{f['ssim']:.3f} | {repair or 'no rounds'} | {b['train_seconds']:.0f} / {f['train_seconds']:.0f} |")
-    if gains:
-        lines.append(f"| **mean** | | | **{np.mean(gains):+.2f}** (target ≥ +{TARGET_GAIN_DB:.1f}) | | | | |")
+        if baseline in by_method and fusion in by_method:
+            pairs.append((scene, by_method[baseline], by_method[fusion]))
+    if not pairs:
+        have = sorted({str(r["method"]) for r in rows})
+        return (f"No scene has both {baseline} and {fusion} rows (have: {', '.join(have) or 'none'}); "
+                "pass the other side's results.json with --compare-with to print the table.")
+    rounds = ", ".join(str(r["step"]) for r in pairs[0][2].get("repair", [])) or "none"
+    lines = [(f"| scene | `{baseline}` PSNR / SSIM | `{fusion}` PSNR / SSIM | gain | "
+              f"repaired vs input PSNR, rounds at {rounds} | train s (baseline / GenFusion) | repair s |"),
+             "|---|---|---|---|---|---|---|"]
+    per_round: dict[int, list[float]] = {}
+    for scene, b, f in pairs:
+        repair = f.get("repair", [])
+        for i, r in enumerate(repair):
+            per_round.setdefault(i, []).append(r["repaired_psnr"] - r["input_psnr"])
+        repair_text = " · ".join(f"{r['repaired_psnr']:.2f} vs {r['input_psnr']:.2f}" for r in repair) or "no rounds"
+        lines.append(f"| {scene} | {b['psnr']:.2f} / {b['ssim']:.3f} | {f['psnr']:.2f} / {f['ssim']:.3f} | "
+                     f"{float(f['psnr']) - float(b['psnr']):+.2f} | {repair_text} | "
+                     f"{b['train_seconds']:.0f} / {f['train_seconds']:.0f} | {f.get('repair_seconds', 0.0):.0f} |")
+    b_psnr = np.mean([float(b["psnr"]) for _, b, _ in pairs])
+    f_psnr = np.mean([float(f["psnr"]) for _, _, f in pairs])
+    b_ssim = np.mean([float(b["ssim"]) for _, b, _ in pairs])
+    f_ssim = np.mean([float(f["ssim"]) for _, _, f in pairs])
+    rounds_mean = " · ".join(f"{np.mean(v):+.2f}" for _, v in sorted(per_round.items()))
+    lines.append(f"| **mean** | {b_psnr:.2f} / {b_ssim:.3f} | {f_psnr:.2f} / {f_ssim:.3f} | "
+                 f"**{f_psnr - b_psnr:+.2f}** (target ≥ +{TARGET_GAIN_DB:.1f}) | {rounds_mean} | | |")
     return "\n".join(lines)
 
 
@@ -147,7 +162,8 @@ def main() -> None:
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
                 "cpu_threads": torch.get_num_threads(), "device": args.device, "variant": args.variant,
                 "video_model": args.video_model, "rows": rows}, indent=2))
-    print(markdown(rows, args.variant))
+    other_rows = json.loads(args.compare_with.read_text())["rows"] if args.compare_with else []
+    print(markdown(rows + other_rows, args.variant))
 
 
 if __name__ == "__main__":

@@ -115,3 +115,31 @@ def test_tiny_bench_writes_report_and_resumes_without_retraining(tmp_path, monke
     # Other settings never reuse (or overwrite) these results.
     with pytest.raises(BenchError, match="other settings"):
         cli.run_bench(BenchConfig(**{**config.__dict__, "max_steps": 7}), command="pytest")
+
+
+def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
+    """benchmarks/fusion_gain.py run as two --only halves must still print the paired table, with the means."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fusion_gain.py"
+    spec = importlib.util.spec_from_file_location("fusion_gain", path)
+    fusion_gain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fusion_gain)
+
+    def fused(scene, psnr, repaired):
+        rounds = [{"step": 300 * (i + 1), "repaired_psnr": r, "input_psnr": 18.0} for i, r in enumerate(repaired)]
+        return {"scene": scene, "method": "genfusion-lite", "psnr": psnr, "ssim": 0.7, "train_seconds": 400.0,
+                "repair_seconds": 40.0, "repair": rounds}
+
+    baselines = [{"scene": s, "method": "genfusion-2dgs-lite", "psnr": p, "ssim": 0.6, "train_seconds": 250.0}
+                 for s, p in (("a", 17.0), ("b", 18.0), ("c", 30.0))]
+    fusions = [fused("a", 19.0, [19.0, 17.0]), fused("b", 19.0, [18.5, 18.0])]
+
+    assert "--compare-with" in fusion_gain.markdown(baselines, "lite")
+    table = fusion_gain.markdown(baselines + fusions, "lite").splitlines()
+    assert len(table) == 2 + 2 + 1  # header, rule, the two paired scenes (c has no fusion row), the means
+    assert "rounds at 300, 600" in table[0]
+    assert table[2].startswith("| a | 17.00 / 0.600 | 19.00 / 0.700 | +2.00 | 19.00 vs 18.00 · 17.00 vs 18.00 |")
+    assert table[-1].startswith("| **mean** | 17.50 / 0.600 | 19.00 / 0.700 | **+1.50**")
+    assert "+0.75 · -0.50" in table[-1]

@@ -129,6 +129,44 @@ def test_edge_cases_stay_finite():
     assert _grads_finite(out, params)
 
 
+def test_row_pretest_never_skips_a_shading_pixel_and_skips_the_hyperbola_gap():
+    """The kernels' per-row pre-test (span minus gap) against the exact per-pair test on every pixel of wide rows.
+
+    Random affine coefficients with a large ``A_z`` give surfels that cross the camera plane (``qa < 0``): their
+    rows pass outside two roots, and the gap between them must be skipped without ever hiding a shading pixel.
+    """
+    from genfusion_ns.rasterize.compositing import Col
+    from genfusion_ns.rasterize.cpu_kernels import _cutoffs, _pair, _row_span
+
+    rng = np.random.default_rng(3)
+    n = 60
+    table = np.zeros((n, Col.FEATS + 1))
+    a_z_scale = rng.choice([0.05, 1.0, 3.0], size=n)
+    table[:, Col.A] = rng.normal(size=(n, 3)) * np.stack([np.ones(n), np.ones(n), a_z_scale], 1)
+    table[:, Col.B] = rng.normal(size=(n, 3))
+    table[:, Col.C] = rng.normal(size=(n, 3)) * 4.0
+    table[:, Col.REF] = rng.uniform(-5.0, 5.0, size=(n, 2))
+    table[:, Col.MEAN2D] = table[:, Col.REF] + rng.normal(size=(n, 2)) * 3.0
+    table[:, Col.OPACITY] = rng.uniform(0.02, 1.0, size=n)
+    ids = np.arange(n)
+    q_cut = _cutoffs(table, ids, 0, n)
+    x_first, x_last = -60, 60
+    gaps = skipped = shading = 0
+    for sid in range(n):
+        for y in range(-12, 13):
+            py = y + 0.5
+            first, last, g0, g1 = _row_span(table, sid, py, q_cut[sid], x_first, x_last)
+            gaps += g0 <= g1
+            for ix in range(x_first, x_last + 1):
+                alpha = _pair(table, sid, ix + 0.5, py, False, 0, q_cut[sid])[0]
+                visited = first <= ix <= last and not g0 <= ix <= g1
+                skipped += g0 <= ix <= g1
+                if alpha >= 1.0 / 255.0:
+                    shading += 1
+                    assert visited, (sid, y, ix, first, last, g0, g1)
+    assert shading > 1000 and gaps > 50 and skipped > 1000, (shading, gaps, skipped)
+
+
 def test_backend_selection():
     assert resolve_backend("auto", torch.device("cpu"), "center") == "cpu"
     assert resolve_backend("auto", torch.device("cpu"), "intersection") == "cpu"

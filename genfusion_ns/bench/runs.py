@@ -34,7 +34,7 @@ class RunEvaluation:
 def scale_fusion_schedule(pipeline, recipe_steps: int, max_steps: int) -> None:
     """Keep the repair rounds at the same fractions of training when the step count is overridden.
 
-    A fusion recipe's rounds (e.g. 300, 600, 900 of 1200 steps) would never happen in a 40-step run; scaled, the run
+    A fusion recipe's rounds (e.g. 275, 550, 825 of 1100 steps) would never happen in a 40-step run; scaled, the run
     keeps the recipe's structure (warm-up, the same number of rounds, the sine weight ending with training).
     """
     if not hasattr(pipeline, "fusion_start") or recipe_steps == max_steps:

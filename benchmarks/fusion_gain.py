@@ -124,11 +124,16 @@ def markdown(rows: list[dict[str, object]], variant: str) -> str:
     for scene, b, f in pairs:
         repair = f.get("repair", [])
         for i, r in enumerate(repair):
-            per_round.setdefault(i, []).append(r["repaired_psnr"] - r["input_psnr"])
-        repair_text = " · ".join(f"{r['repaired_psnr']:.2f} vs {r['input_psnr']:.2f}" for r in repair) or "no rounds"
+            if "input_psnr" in r:  # absent when the round kept no input renders
+                per_round.setdefault(i, []).append(r["repaired_psnr"] - r["input_psnr"])
+        repair_text = " · ".join(
+            f"{r['repaired_psnr']:.2f} vs " + (f"{r['input_psnr']:.2f}" if "input_psnr" in r else "n/a") for r in repair
+        ) or "no rounds"
+        repair_seconds = f.get("repair_seconds")
         lines.append(f"| {scene} | {b['psnr']:.2f} / {b['ssim']:.3f} | {f['psnr']:.2f} / {f['ssim']:.3f} | "
                      f"{float(f['psnr']) - float(b['psnr']):+.2f} | {repair_text} | "
-                     f"{b['train_seconds']:.0f} / {f['train_seconds']:.0f} | {f.get('repair_seconds', 0.0):.0f} |")
+                     f"{b['train_seconds']:.0f} / {f['train_seconds']:.0f} | "
+                     f"{'n/a' if repair_seconds is None else f'{repair_seconds:.0f}'} |")
     b_psnr = np.mean([float(b["psnr"]) for _, b, _ in pairs])
     f_psnr = np.mean([float(f["psnr"]) for _, _, f in pairs])
     b_ssim = np.mean([float(b["ssim"]) for _, b, _ in pairs])

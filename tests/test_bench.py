@@ -143,3 +143,9 @@ def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
     assert table[2].startswith("| a | 17.00 / 0.600 | 19.00 / 0.700 | +2.00 | 19.00 vs 18.00 · 17.00 vs 18.00 |")
     assert table[-1].startswith("| **mean** | 17.50 / 0.600 | 19.00 / 0.700 | **+1.50**")
     assert "+0.75 · -0.50" in table[-1]
+
+    # Rounds without input renders and runs without a repair time (e.g. --video-model none) still print.
+    bare = {**fused("a", 19.0, [19.0]), "repair_seconds": None}
+    del bare["repair"][0]["input_psnr"]
+    row = fusion_gain.markdown([baselines[0], bare], "lite").splitlines()[2]
+    assert row.endswith("| +2.00 | 19.00 vs n/a | 250 / 400 | n/a |")

@@ -145,7 +145,7 @@ def run_case(
     else:
         base = _current_rss_mb()  # meaningful when each case runs in a fresh process (--isolate)
     out = forward_backward()  # warm-up (and CUDA kernel load)
-    overlaps = int(out.info.get("n_overlaps", out.info.get("flatten_ids", torch.empty(0)).numel()))
+    overlaps = out.n_overlaps
     times_f, times_fb, cpu_fb = [], [], []
     for _ in range(repeats):
         _sync(device)

@@ -39,11 +39,15 @@ def test_bad_scenes_fail_clearly(tmp_path):
 
 def test_max_steps_keeps_the_repair_rounds_inside_training(tmp_path):
     from genfusion_ns.bench.runs import trainer_config
+    from genfusion_ns.fusion.schedule import resolve_schedule
 
     config = trainer_config("genfusion-lite", tmp_path, tmp_path, "x", "t", "cpu", max_steps=40,
                             video_model="random-tiny", trajectory="crop")
     pipeline = config.pipeline
-    assert (pipeline.fusion_start, pipeline.fusion_every, pipeline.fusion_until) == (10, 10, 40)  # 1/4 steps
+    schedule = resolve_schedule(config.max_num_iterations, pipeline.fusion_start_fraction,
+                                pipeline.fusion_every_fraction, pipeline.fusion_until_fraction)
+    assert (schedule.start, schedule.every, schedule.until) == (10, 10, 40)  # 1/4 steps
+    assert schedule.round_steps(config.max_num_iterations) == [10, 20, 30]
     assert pipeline.video_model == "random-tiny" and pipeline.trajectory == "crop"
     baseline = trainer_config("genfusion-2dgs-lite", tmp_path, tmp_path, "x", "t", "cpu", max_steps=40,
                               video_model="random-tiny")

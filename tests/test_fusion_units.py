@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genfusion_ns.fusion.repair import aspect_crop
-from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight
+from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight, resolve_schedule
 from genfusion_ns.fusion.video_model import VideoModelUnavailable, load_video_pipeline
 from genfusion_ns.fusion.views import RepairedViews
 
@@ -159,7 +159,7 @@ def test_repaired_views_train_only_every_nth_step():
         raise Called(step)
 
     config = GenFusionPipelineConfig(fusion_start=10, fusion_every=10, fusion_until=100, repaired_every=3)
-    fake = SimpleNamespace(config=config,
+    fake = SimpleNamespace(config=config, schedule=resolve_schedule(100, 0.1, 0.1, 1.0, 10, 10, 100),
                            datamanager=SimpleNamespace(repaired_indices=[0], next_repaired=next_repaired))
     trained = []
     for step in range(20, 30):

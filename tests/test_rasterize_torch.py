@@ -263,7 +263,7 @@ def test_means2d_grad_is_screen_space_position_gradient():
     out = rasterize_surfels(means, **scene, backend="torch")
     out.means2d.retain_grad()
     (out.rgb * torch.linspace(0, 1, out.rgb.numel(), dtype=torch.float64).view_as(out.rgb)).sum().backward()
-    z = out.info["depths"][0].detach()
+    z = out.depths[0].detach()
     fx, fy = scene["Ks"][0, 0, 0], scene["Ks"][0, 1, 1]
     vis = out.radii[0] > 0
     assert vis.sum() >= 4 and out.means2d.grad.abs().max() > 0

@@ -134,7 +134,9 @@ def test_eval_path_reloads_and_renders_identically(trained):
 def test_resume_with_changed_surfel_count_keeps_optimizer_in_sync(trained):
     checkpoint_dir = trained["config"].get_checkpoint_dir()
     saved_count = trained["trainer"].pipeline.model.num_points
-    config = tiny_config(trained["config"].pipeline.datamanager.data, trained["root"] / "resumed", 12, checkpoint_dir)
+    # --max-num-iterations counts the whole run: 12 steps after the checkpoint's
+    config = tiny_config(trained["config"].pipeline.datamanager.data, trained["root"] / "resumed", TRAIN_STEPS + 12,
+                         checkpoint_dir)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()
     model = trainer.pipeline.model

@@ -31,20 +31,6 @@ class RunEvaluation:
     """Wall time of the repair rounds recorded in the checkpoint (None: the method has no repair rounds)."""
 
 
-def scale_fusion_schedule(pipeline, recipe_steps: int, max_steps: int) -> None:
-    """Keep the repair rounds at the same fractions of training when the step count is overridden.
-
-    A fusion recipe's rounds (e.g. 275, 550, 825 of 1100 steps) would never happen in a 40-step run; scaled, the run
-    keeps the recipe's structure (warm-up, the same number of rounds, the sine weight ending with training).
-    """
-    if not hasattr(pipeline, "fusion_start") or recipe_steps == max_steps:
-        return
-    ratio = max_steps / recipe_steps
-    pipeline.fusion_start = max(1, round(pipeline.fusion_start * ratio))
-    pipeline.fusion_every = max(1, round(pipeline.fusion_every * ratio))
-    pipeline.fusion_until = max(pipeline.fusion_start + 1, round(pipeline.fusion_until * ratio))
-
-
 def trainer_config(
     method: str,
     data: Path,
@@ -77,8 +63,7 @@ def trainer_config(
     config.viewer.quit_on_train_completion = True
     if device != "auto":
         config.machine.device_type = device
-    if max_steps is not None:
-        scale_fusion_schedule(config.pipeline, config.max_num_iterations, max_steps)
+    if max_steps is not None:  # the fusion rounds are fractions of the run: they move with it
         config.max_num_iterations = max_steps
         config.steps_per_save = min(config.steps_per_save, max_steps)
     config.steps_per_eval_image = config.steps_per_eval_batch = (
@@ -96,12 +81,18 @@ def train_in_process(config) -> Path:
     """Run nerfstudio's ``train_loop`` on ``config``; returns the run's ``config.yml`` (what ``ns-eval`` loads)."""
     from nerfstudio.scripts.train import train_loop
 
+    from genfusion_ns.errors import UserExit
     from genfusion_ns.nerfstudio_compat import close_event_writers
+    from genfusion_ns.trainer import INTERRUPTED_EXIT_CODE
 
     config.save_config()
     close_event_writers()  # nerfstudio assumes one training per process; the bench and the demo run several
     try:
         train_loop(local_rank=0, world_size=1, config=config)
+    except UserExit as error:  # the trainer printed the message
+        if error.code == INTERRUPTED_EXIT_CODE:
+            raise KeyboardInterrupt from None
+        raise RunError(error.message) from None
     finally:
         close_event_writers()
     return config.get_base_dir() / "config.yml"

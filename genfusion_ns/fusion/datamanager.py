@@ -100,6 +100,15 @@ class GenFusionDatamanager(FullImageDatamanager[OptionalDepthDataset]):
         camera.metadata = {"cam_idx": index}
         return camera, data
 
+    def repaired_sampling_state(self) -> Dict[str, object]:
+        """Where the repaired-view pool stands (plain types), so a resumed run draws the same views."""
+        return {"rng": self._repaired_rng.getstate(), "unseen": list(self._repaired_unseen)}
+
+    def set_repaired_sampling_state(self, state: Dict[str, object]) -> None:
+        version, internal, gauss = state["rng"]  # type: ignore[misc]
+        self._repaired_rng.setstate((version, tuple(internal), gauss))
+        self._repaired_unseen = [int(i) for i in state["unseen"]]  # type: ignore[union-attr]
+
     # ----------------------------------------------------------------- growing the training set
     @property
     def scene_to_file_depth(self) -> float:

@@ -1,7 +1,8 @@
 """``GenFusionPipeline``: nerfstudio's ``VanillaPipeline`` plus cyclic fusion.
 
-Every ``fusion_every`` steps from ``fusion_start`` until ``fusion_until`` a repair round renders the current scene
-along a novel trajectory, repairs the RGB-D clips with the video model and adds the repaired frames to the training
+Repair rounds start, repeat and stop at fractions of ``--max-num-iterations`` (``fusion_*_fraction``, or absolute
+``fusion_start`` / ``fusion_every`` / ``fusion_until``). Each round runs from a before-step training callback: it
+renders the current scene along a novel trajectory, repairs the RGB-D clips with the video model and adds the repaired frames to the training
 set (replacing the previous round's, as the authors do, or accumulating). Each training step then uses one real
 view (nerfstudio's usual step) and ``repaired_views_per_step`` repaired views, weighted by the authors' sine
 schedule. The video model is loaded on the first round, lives outside the nerfstudio model (never in checkpoints)
@@ -17,16 +18,17 @@ from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Type
 
 import torch
-from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from genfusion_ns.errors import UserError
 from genfusion_ns.fusion import trajectories
 from genfusion_ns.fusion import viewer as fusion_viewer
 from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, GenFusionDatamanagerConfig
 from genfusion_ns.fusion.repair import RepairFailed, run_repair_round
-from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight
+from genfusion_ns.fusion.schedule import FusionSchedule, resolve_schedule
 from genfusion_ns.fusion.video_model import (
     NONE,
     check_video_model_spec,
@@ -41,6 +43,10 @@ from genfusion_ns.model.losses import resize_nearest, scale_shift_invariant_dept
 REPAIRED_FOLDER = "genfusion_repaired"
 
 
+class FusionSettingsError(UserError, ValueError):
+    """A fusion option that cannot work; raised at start-up, before step 0."""
+
+
 @dataclass
 class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Reconstruction + cyclic fusion with an RGB-D video diffusion model."""
@@ -50,12 +56,19 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     model: GenFusionModelConfig = field(default_factory=GenFusionModelConfig)
     video_model: str = "default"
     """'default' (shipped model), 'random-tiny', 'none' (fusion off), a local model folder or a cached hub id."""
-    fusion_start: int = 1000
-    """First repair round (the warm-up before it trains on real views only)."""
-    fusion_every: int = 1000
-    """Steps between repair rounds."""
-    fusion_until: int = 7000
-    """No round at or after this step; repaired views weigh 0 from here on."""
+    fusion_start_fraction: float = 1 / 7
+    """First repair round, as a fraction of --max-num-iterations (the warm-up before it trains on real views
+    only; the authors' 1000 of 7000 steps)."""
+    fusion_every_fraction: float = 1 / 7
+    """Steps between repair rounds, as a fraction of --max-num-iterations."""
+    fusion_until_fraction: float = 1.0
+    """No round from this fraction of --max-num-iterations on; repaired views weigh 0 from there."""
+    fusion_start: Optional[int] = None
+    """First repair round in steps (overrides fusion_start_fraction)."""
+    fusion_every: Optional[int] = None
+    """Steps between repair rounds (overrides fusion_every_fraction)."""
+    fusion_until: Optional[int] = None
+    """End of the rounds and of the repaired-view weight in steps (overrides fusion_until_fraction)."""
     trajectory: Literal["sparse", "crop", "rotation", "path"] = "sparse"
     """Novel views: ellipse around the capture (sparse views), the training path full-frame (masked / narrow
     field of view), the ellipse yawed sideways (scene completion), or a viewer camera path."""
@@ -106,10 +119,23 @@ class GenFusionPipeline(VanillaPipeline):
         self._viewer: Optional[Any] = None  # the trainer's live viewer, to show repaired views as they arrive
         self._viewer_handles: List[Any] = []  # frustums of the repaired views drawn there
         self._generator = torch.Generator().manual_seed(config.seed)
-        self._round_steps = frozenset(repair_round_steps(config.fusion_start, config.fusion_every,
-                                                         config.fusion_until, config.fusion_until))
+        self.in_repair_round = False  # read by the trainer's Ctrl+C handler: a round is abandoned, not waited for
+        self.round_interrupted = False
+        self.schedule: Optional[FusionSchedule] = None
+        self._round_steps: frozenset[int] = frozenset()
+        if config.fusion_until is not None:  # fully absolute: known without the trainer
+            self.set_schedule(config.fusion_until)
         if test_mode == "val" and self.fusion_enabled:
             self._check_fusion_settings()
+
+    def set_schedule(self, max_num_iterations: int) -> FusionSchedule:
+        """Resolve the round steps for a run of ``max_num_iterations`` steps (the trainer's, at set-up)."""
+        cfg = self.config
+        self.schedule = resolve_schedule(max_num_iterations, cfg.fusion_start_fraction, cfg.fusion_every_fraction,
+                                         cfg.fusion_until_fraction, cfg.fusion_start, cfg.fusion_every,
+                                         cfg.fusion_until)
+        self._round_steps = frozenset(self.schedule.round_steps(max_num_iterations))
+        return self.schedule
 
     def _check_fusion_settings(self) -> None:
         """Fail at start-up, not at the first round, when the video model or the DDIM settings cannot work."""
@@ -117,33 +143,53 @@ class GenFusionPipeline(VanillaPipeline):
 
         cfg = self.config
         check_video_model_spec(cfg.video_model)
+        if cfg.trajectory == "path":
+            if cfg.camera_path is None:
+                raise FusionSettingsError("--pipeline.trajectory path needs --pipeline.camera-path: a camera path JSON "
+                                          "saved from the nerfstudio viewer's Render tab.")
+            try:
+                trajectories.load_viewer_camera_path(cfg.camera_path, cfg.trajectory_frames)
+            except (OSError, ValueError) as error:
+                raise FusionSettingsError(f"--pipeline.camera-path: {error}") from None
         if cfg.timestep_spacing in ("uniform", "uniform_trailing"):
-            authors_timesteps(cfg.timestep_spacing, cfg.num_inference_steps)
+            try:
+                authors_timesteps(cfg.timestep_spacing, cfg.num_inference_steps)
+            except ValueError as error:
+                raise FusionSettingsError(str(error)) from None
         elif cfg.timestep_spacing not in ("leading", "trailing", "linspace"):
-            raise ValueError(f"--pipeline.timestep-spacing {cfg.timestep_spacing!r} is not one of uniform, "
-                             "uniform_trailing, leading, trailing, linspace.")
+            raise FusionSettingsError(f"--pipeline.timestep-spacing {cfg.timestep_spacing!r} is not one of "
+                                      "uniform, uniform_trailing, leading, trailing, linspace.")
         if not 0.0 < cfg.repair_strength <= 1.0:
-            raise ValueError(f"--pipeline.repair-strength must be in (0, 1], got {cfg.repair_strength}.")
+            raise FusionSettingsError(f"--pipeline.repair-strength must be in (0, 1], got {cfg.repair_strength}.")
         if cfg.repaired_every < 1 or cfg.repaired_views_per_step < 1:
-            raise ValueError(f"--pipeline.repaired-every ({cfg.repaired_every}) and --pipeline.repaired-views-per-step "
-                             f"({cfg.repaired_views_per_step}) must be at least 1.")
+            raise FusionSettingsError(f"--pipeline.repaired-every ({cfg.repaired_every}) and "
+                                      f"--pipeline.repaired-views-per-step ({cfg.repaired_views_per_step}) must "
+                                      "be at least 1.")
 
     # ---------------------------------------------------------------- checkpoint state (plain types: weights_only)
     def get_extra_state(self) -> Dict[str, Any]:
         return {"repaired_round_folders": list(self.repaired_round_folders), "completed_rounds": self.completed_rounds,
-                "repair_seconds": self.repair_seconds}
+                "repair_seconds": self.repair_seconds, "generator": self._generator.get_state(),
+                "repaired_sampling": self.datamanager.repaired_sampling_state()}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
         self.completed_rounds = int(state.get("completed_rounds", 0))
         self.repair_seconds = float(state.get("repair_seconds", 0.0))
+        if "generator" in state:  # the next round draws the poses and noise the uninterrupted run would
+            self._generator.set_state(state["generator"])
         self.datamanager.remove_repaired_views()
         fusion_viewer.remove_repaired_views(self._viewer_handles)
         self.repaired_round_folders = []
         for folder in state.get("repaired_round_folders", []):
-            if not (Path(folder) / "manifest.json").exists():
-                CONSOLE.print(f"[yellow]GenFusion: repaired frames at {folder} are missing; continuing without them.")
+            try:  # ns-viewer shows them; ns-eval scores only real views, so a damaged round must not stop it
+                views = RepairedViews.load(Path(folder))
+            except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+                CONSOLE.print(f"[bold yellow]GenFusion: skipping the repaired frames at {folder}: they are missing or "
+                              f"damaged ({type(error).__name__}: {error}); continuing without them.")
                 continue
-            self._add_round(RepairedViews.load(Path(folder)), Path(folder))
+            self._add_round(views, Path(folder))
+        if "repaired_sampling" in state:
+            self.datamanager.set_repaired_sampling_state(state["repaired_sampling"])
 
     # ---------------------------------------------------------------- training
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
@@ -151,15 +197,37 @@ class GenFusionPipeline(VanillaPipeline):
         if trainer is not None:
             self.output_dir = Path(trainer.base_dir) / REPAIRED_FOLDER
             self._viewer = getattr(trainer, "viewer_state", None)
-        return super().get_training_callbacks(training_callback_attributes)
+            self.set_schedule(trainer.config.max_num_iterations)
+            if self.fusion_enabled:
+                self._report_schedule(trainer.config.max_num_iterations, getattr(trainer, "_start_step", 0))
+        if self.schedule is None:
+            raise FusionSettingsError("the fusion schedule needs the run's step count: pass --pipeline.fusion-until.")
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        # Last of the before-step callbacks: the round sees the model as this step's training will.
+        callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._round_callback))
+        return callbacks
+
+    def _report_schedule(self, max_num_iterations: int, start_step: int) -> None:
+        rounds = sorted(self._round_steps)
+        pending = [s for s in rounds if s >= start_step]
+        if not rounds:
+            CONSOLE.print(f"[bold yellow]GenFusion: no repair round fits in {max_num_iterations} steps (first round "
+                          f"at {self.schedule.start}, every {self.schedule.every}, until {self.schedule.until}): this "
+                          "run trains like genfusion-2dgs. Raise --max-num-iterations or lower "
+                          "--pipeline.fusion-start.", highlight=False, soft_wrap=True)
+        else:
+            CONSOLE.print(f"GenFusion: repair rounds at steps {pending or 'none left'} of {max_num_iterations}.",
+                          highlight=False)
+
+    def _round_callback(self, step: int) -> None:
+        if self.fusion_enabled and step in self._round_steps:
+            self.run_round(step)
 
     @property
     def fusion_enabled(self) -> bool:
         return self.config.video_model != NONE
 
     def get_train_loss_dict(self, step: int):
-        if self.fusion_enabled and step in self._round_steps:
-            self.run_round(step)
         # Repaired views render first: the real view's render is the one the model keeps for densification.
         repaired = self._repaired_losses(step)
         model_outputs, loss_dict, metrics_dict = super().get_train_loss_dict(step)
@@ -169,7 +237,7 @@ class GenFusionPipeline(VanillaPipeline):
 
     def _repaired_losses(self, step: int) -> Dict[str, torch.Tensor]:
         cfg = self.config
-        weight = repaired_view_weight(step, cfg.fusion_start, cfg.fusion_until, cfg.lambda_reg)
+        weight = self.schedule.weight(step, cfg.lambda_reg) if self.schedule is not None else 0.0
         if weight <= 0.0 or not self.datamanager.repaired_indices or step % cfg.repaired_every:
             return {}
         totals: Dict[str, torch.Tensor] = {}
@@ -213,11 +281,23 @@ class GenFusionPipeline(VanillaPipeline):
         return trajectories.load_viewer_camera_path(cfg.camera_path, cfg.trajectory_frames)
 
     def run_round(self, step: int) -> bool:
-        """One repair round at ``step``; a failed round is logged and skipped (training goes on)."""
+        """One repair round at ``step``; a failed round is logged and skipped (training goes on).
+
+        Ctrl+C during a round abandons it: nothing of it is kept (no folder, no views, the random generator as before
+        the round), so the checkpoint the trainer then saves resumes into the same round.
+        """
         started = time.perf_counter()
+        generator_state = self._generator.get_state()
+        self.in_repair_round = True
         try:
             return self._run_round(step)
+        except KeyboardInterrupt:
+            self._generator.set_state(generator_state)
+            self.round_interrupted = True
+            CONSOLE.print(f"[bold yellow]GenFusion: repair round at step {step} abandoned; it runs again on resume.")
+            raise
         finally:
+            self.in_repair_round = False
             self.repair_seconds += time.perf_counter() - started
 
     def _run_round(self, step: int) -> bool:
@@ -243,22 +323,20 @@ class GenFusionPipeline(VanillaPipeline):
         finally:
             if not cfg.keep_video_model_on_device:
                 release_from_accelerator(pipe)
+        folder = (self.output_dir or Path("outputs") / REPAIRED_FOLDER) / f"round_{round_index:02d}_step_{step:06d}"
+        paths = views.save(folder, self.datamanager.scene_to_file_depth)  # complete on disk, or not there at all
         if not cfg.accumulate_repaired:
             self.datamanager.remove_repaired_views()
             fusion_viewer.remove_repaired_views(self._viewer_handles)
             self.repaired_round_folders = []
-        folder = (self.output_dir or Path("outputs") / REPAIRED_FOLDER) / f"round_{round_index:02d}_step_{step:06d}"
-        self._add_round(views, folder, save=True)
+        self._add_round(views, folder, paths)
         self.completed_rounds += 1
         CONSOLE.print(f"GenFusion: round {round_index} added {len(views)} repaired views ({folder}).")
         return True
 
-    def _add_round(self, views: RepairedViews, folder: Path, save: bool = False) -> None:
-        if save:
-            image_paths, depth_paths = views.save(folder, self.datamanager.scene_to_file_depth)
-        else:
-            image_paths = [folder / f"frame_{i:04d}.png" for i in range(len(views))]
-            depth_paths = [folder / f"depth_{i:04d}.npy" for i in range(len(views))]
+    def _add_round(self, views: RepairedViews, folder: Path,
+                   paths: Optional[tuple[List[Path], List[Path]]] = None) -> None:
+        image_paths, depth_paths = paths if paths is not None else views.file_paths(folder)
         self.datamanager.add_repaired_views(views, image_paths, depth_paths)
         self.repaired_round_folders.append(str(Path(folder).resolve()))
         self._viewer_handles += fusion_viewer.show_repaired_views(self._viewer, views)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.trainer import TrainerConfig
 
 from genfusion_ns.fusion.datamanager import GenFusionDatamanagerConfig
@@ -15,19 +14,20 @@ from genfusion_ns.model.recipes import (
     lite_model,
     make_trainer_config,
     sparse_view_model,
+    surfel_dataparser,
 )
 
 
 def fusion_datamanager() -> GenFusionDatamanagerConfig:
     """Like the baseline's datamanager (optional depth, cached as uint8 on the pipeline device), plus repaired views."""
-    return GenFusionDatamanagerConfig(
-        dataparser=NerfstudioDataParserConfig(load_3D_points=True), cache_images="gpu", cache_images_type="uint8")
+    return GenFusionDatamanagerConfig(dataparser=surfel_dataparser(), cache_images="gpu", cache_images_type="uint8")
 
 
 def genfusion_config() -> TrainerConfig:
-    """The authors' sparse-view run: rounds at 1000, 2000, ..., 6000 on an 85-frame ellipse, lambda_reg 1."""
-    pipeline = GenFusionPipelineConfig(datamanager=fusion_datamanager(), fusion_start=1000, fusion_every=1000,
-                                       fusion_until=SPARSE_VIEW_MAX_STEPS, trajectory_frames=85)
+    """The authors' sparse-view run: rounds every 1/7 of training (1000, 2000, ..., 6000 of 7000 steps) on an 85-frame
+    ellipse, lambda_reg 1."""
+    pipeline = GenFusionPipelineConfig(datamanager=fusion_datamanager(), fusion_start_fraction=1 / 7,
+                                       fusion_every_fraction=1 / 7, fusion_until_fraction=1.0, trajectory_frames=85)
     return make_trainer_config("genfusion", sparse_view_model(), max_steps=SPARSE_VIEW_MAX_STEPS, pipeline=pipeline)
 
 
@@ -38,9 +38,9 @@ def genfusion_lite_config() -> TrainerConfig:
     only those below half the noise schedule run (repair strength 0.5: the small shipped model repairs renders better
     from their noised latent than from pure noise), CFG 1.5 instead of 3.2 (also measured better for that model), and
     a repaired view every 2nd step instead of every step."""
-    quarter = LITE_MAX_STEPS // 4
-    pipeline = GenFusionPipelineConfig(datamanager=fusion_datamanager(), fusion_start=quarter, fusion_every=quarter,
-                                       fusion_until=LITE_MAX_STEPS, trajectory_frames=16, num_inference_steps=10,
+    pipeline = GenFusionPipelineConfig(datamanager=fusion_datamanager(), fusion_start_fraction=0.25,
+                                       fusion_every_fraction=0.25, fusion_until_fraction=1.0, trajectory_frames=16,
+                                       num_inference_steps=10,
                                        repair_strength=0.5, guidance_scale=1.5, repaired_every=2)
     config = make_trainer_config("genfusion-lite", lite_model(), max_steps=LITE_MAX_STEPS, pipeline=pipeline,
                                  position_lr_steps=LITE_POSITION_LR_STEPS, steps_per_save=LITE_MAX_STEPS,

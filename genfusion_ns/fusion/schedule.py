@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Optional
 
 
 def repair_round_steps(start: int, every: int, until: int, max_steps: int) -> list[int]:
@@ -23,3 +25,36 @@ def repaired_view_weight(step: int, start: int, until: int, lambda_reg: float) -
     if until <= start or not start < step < until:
         return 0.0
     return lambda_reg * math.sin(math.pi * (step - start) / (until - start))
+
+
+@dataclass(frozen=True)
+class FusionSchedule:
+    """Absolute steps of the cycle: the first round, the spacing of rounds, and the end of the repaired-view weight."""
+
+    start: int
+    every: int
+    until: int
+
+    def round_steps(self, max_steps: int) -> list[int]:
+        return repair_round_steps(self.start, self.every, self.until, max_steps)
+
+    def weight(self, step: int, lambda_reg: float) -> float:
+        return repaired_view_weight(step, self.start, self.until, lambda_reg)
+
+
+def resolve_schedule(max_steps: int, start_fraction: float, every_fraction: float, until_fraction: float,
+                     start: Optional[int] = None, every: Optional[int] = None,
+                     until: Optional[int] = None) -> FusionSchedule:
+    """The schedule of a ``max_steps`` run: each of ``start`` / ``every`` / ``until`` given in steps wins, the others
+    are their fraction of ``max_steps`` -- so ``--max-num-iterations`` moves the rounds with the training."""
+    for name, fraction in (("start", start_fraction), ("every", every_fraction), ("until", until_fraction)):
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"--pipeline.fusion-{name}-fraction must be in (0, 1], got {fraction}.")
+    resolved = FusionSchedule(
+        start=start if start is not None else max(1, round(start_fraction * max_steps)),
+        every=every if every is not None else max(1, round(every_fraction * max_steps)),
+        until=until if until is not None else max(1, round(until_fraction * max_steps)),
+    )
+    if resolved.every <= 0 or resolved.start < 0:
+        raise ValueError(f"--pipeline.fusion-every must be positive and --pipeline.fusion-start >= 0, got {resolved}.")
+    return resolved

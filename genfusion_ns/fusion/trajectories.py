@@ -156,8 +156,13 @@ def load_viewer_camera_path(path: str | Path, num_frames: int | None = None) -> 
         raise ValueError(f"{path} is not a nerfstudio viewer camera path: expected JSON with a 'camera_path' list of "
                          "entries holding 16-number 'camera_to_world' matrices.") from error
     if not matrices:
-        raise ValueError(f"camera path {path} has no poses.")
-    poses = torch.tensor(matrices, dtype=torch.float32).reshape(-1, 4, 4)[:, :3, :]
+        raise ValueError(f"camera path {path} has no poses; add keyframes in the viewer's Render tab and save it again.")
+    try:
+        poses = torch.tensor(matrices, dtype=torch.float32).reshape(-1, 4, 4)[:, :3, :]
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{path}: every 'camera_to_world' must be 16 numbers ({error}).") from None
+    if len(poses) != len(matrices) or not torch.isfinite(poses).all():
+        raise ValueError(f"{path}: every 'camera_to_world' must be 16 finite numbers.")
     if num_frames is not None and num_frames < len(poses):
         poses = poses[torch.linspace(0, len(poses) - 1, num_frames).round().long()]
     return poses

@@ -8,16 +8,19 @@ Accepted values: ``none`` (fusion off), ``random-tiny`` (a seeded tiny random mo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
+from genfusion_ns.errors import UserError
+
 NONE, RANDOM_TINY, DEFAULT, IDENTITY = "none", "random-tiny", "default", "identity"
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "video" / "default_model"
 
 
-class VideoModelUnavailable(RuntimeError):
+class VideoModelUnavailable(UserError, RuntimeError):
     """The requested video model cannot be loaded here; the message says what to do."""
 
 
@@ -43,13 +46,74 @@ def shipped_model_dir() -> Path:
     return SHIPPED_MODEL_DIR
 
 
+_CHOICES = ("'default' (the shipped model), a converted or trained model folder (genfusion-convert, "
+            "genfusion-train-video), a hub id already in the local cache, 'random-tiny' for a smoke test, or 'none' "
+            "to train without fusion")
+
+
 def check_video_model_spec(spec: str) -> None:
-    """Fail at start-up, not at the first repair round, when the shipped default model is not installed."""
-    if spec == DEFAULT and not (shipped_model_dir() / "model_index.json").exists():
+    """Fail at start-up, not at the first repair round, when ``--pipeline.video-model`` cannot be loaded: the
+    folder (or cached hub snapshot) must hold a diffusers ``model_index.json`` and every component it lists."""
+    if spec in (NONE, RANDOM_TINY, IDENTITY):
+        return
+    if spec == DEFAULT:
+        if not (shipped_model_dir() / "model_index.json").exists():
+            raise VideoModelUnavailable(
+                f"the shipped default video model is missing from this installation ({shipped_model_dir()}). Pass "
+                f"--pipeline.video-model with {_CHOICES}.")
+        return
+    check_model_folder(resolve_model_location(spec), spec)
+
+
+def resolve_model_location(spec: str) -> Path:
+    """The local folder of ``spec``: a path, or the cached snapshot of a hub id (nothing is downloaded)."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise VideoModelUnavailable(f"--pipeline.video-model {spec} is a file, not a model folder; "
+                                        f"pass {_CHOICES}.")
+        return path
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec, "model_index.json")
+        if isinstance(cached, str):
+            return Path(cached).parent
         raise VideoModelUnavailable(
-            f"the shipped default video model is missing from this installation ({shipped_model_dir()}). Pass "
-            "--pipeline.video-model with a converted or trained model folder (genfusion-convert, "
-            "genfusion-train-video), 'random-tiny' for a smoke test, or 'none' to train without fusion.")
+            f"--pipeline.video-model {spec}: no such folder, and no hub model of that id in the local cache (models "
+            f"are never downloaded during training). Download it first (huggingface-cli download {spec}) or pass "
+            f"{_CHOICES}.")
+    raise VideoModelUnavailable(f"--pipeline.video-model {spec}: no such folder (check the path) and not a hub id; "
+                                f"pass {_CHOICES}.")
+
+
+def check_model_folder(folder: Path, spec: str) -> None:
+    """``folder`` holds a saved ``GenFusionVideoPipeline``: a readable index and each listed component's files."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise VideoModelUnavailable(f"--pipeline.video-model {spec}: {folder} has no model_index.json, so it is not a "
+                                    f"saved video model; pass {_CHOICES}.")
+    try:
+        entries = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise VideoModelUnavailable(f"--pipeline.video-model {spec}: {index} is unreadable ({error}); save the model "
+                                    "again (save_pretrained / genfusion-convert).") from None
+    if not isinstance(entries, dict):
+        raise VideoModelUnavailable(f"--pipeline.video-model {spec}: {index} is not a diffusers model index.")
+    for name, value in entries.items():
+        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2 and value[0]):
+            continue
+        component = folder / name
+        configs = [component / f for f in ("config.json", "scheduler_config.json", "preprocessor_config.json")]
+        if not any(c.is_file() for c in configs):
+            raise VideoModelUnavailable(f"--pipeline.video-model {spec}: component {name!r} listed in {index} is "
+                                        f"missing ({component} has no config); the folder is incomplete, save or "
+                                        "copy it again.")
+        if name != "scheduler" and not any(component.glob("*.safetensors")) and not any(component.glob("*.bin")):
+            raise VideoModelUnavailable(f"--pipeline.video-model {spec}: component {name!r} has no weights "
+                                        f"(*.safetensors) in {component}; the folder is incomplete, save or copy it "
+                                        "again.")
 
 
 def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
@@ -69,7 +133,7 @@ def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
         pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=seed)
     else:
         check_video_model_spec(spec)
-        location = shipped_model_dir() if spec == DEFAULT else spec
+        location = shipped_model_dir() if spec == DEFAULT else resolve_model_location(spec)
         try:
             pipe = GenFusionVideoPipeline.from_pretrained(str(location), torch_dtype=dtype)
         except OSError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple
@@ -45,43 +46,73 @@ class RepairedViews:
     def save(self, folder: Path, scene_to_file_depth: float = 1.0) -> Tuple[List[Path], List[Path]]:
         """Write ``frame_XXXX.png`` / ``depth_XXXX.npy`` and a manifest; returns the image and depth paths.
 
-        Depth files are written in the dataset's file units (``scene_to_file_depth`` converts), so nerfstudio's
-        depth loader reads them like the dataset's own depth files.
+        The files are written into ``<folder>.partial`` and renamed into place at the end, so ``folder`` is either
+        complete or absent (an interrupted round leaves no half-written folder that a resume would load). Depth files
+        are written in the dataset's file units (``scene_to_file_depth`` converts), so nerfstudio's depth loader
+        reads them like the dataset's own depth files.
         """
-        folder.mkdir(parents=True, exist_ok=True)
-        frames, image_paths, depth_paths = [], [], []
-        for i in range(len(self)):
-            image_path, depth_path = folder / f"frame_{i:04d}.png", folder / f"depth_{i:04d}.npy"
-            Image.fromarray(self.rgb[i].cpu().numpy()).save(image_path)
-            np.save(depth_path, (self.depth[i].cpu().numpy() * scene_to_file_depth).astype(np.float32))
-            image_paths.append(image_path)
-            depth_paths.append(depth_path)
-            frame = {
-                "image": image_path.name, "depth": depth_path.name,
-                "camera_to_world": self.camera_to_worlds[i].tolist(),
-                "fx": float(self.fx[i]), "fy": float(self.fy[i]), "cx": float(self.cx[i]), "cy": float(self.cy[i]),
-            }
-            if self.input_rgb is not None:
-                input_path = folder / f"input_{i:04d}.png"
-                Image.fromarray(self.input_rgb[i].cpu().numpy()).save(input_path)
-                frame["input"] = input_path.name
-            frames.append(frame)
-        manifest = {"round": self.round_index, "step": self.step, "width": self.width, "height": self.height,
-                    "scene_to_file_depth": scene_to_file_depth, "frames": frames}
-        (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
-        return image_paths, depth_paths
+        folder = Path(folder)
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        try:
+            frames = [self._save_frame(partial, i, scene_to_file_depth) for i in range(len(self))]
+            manifest = {"round": self.round_index, "step": self.step, "width": self.width, "height": self.height,
+                        "scene_to_file_depth": scene_to_file_depth, "frames": frames}
+            (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
+            if folder.exists():  # a round redone after a crash that came after its files were written
+                shutil.rmtree(folder)
+            partial.rename(folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return self.file_paths(folder)
+
+    def _save_frame(self, folder: Path, i: int, scene_to_file_depth: float) -> dict:
+        image_path, depth_path = self._frame_names(i)
+        Image.fromarray(self.rgb[i].cpu().numpy()).save(folder / image_path)
+        np.save(folder / depth_path, (self.depth[i].cpu().numpy() * scene_to_file_depth).astype(np.float32))
+        frame = {
+            "image": image_path, "depth": depth_path, "camera_to_world": self.camera_to_worlds[i].tolist(),
+            "fx": float(self.fx[i]), "fy": float(self.fy[i]), "cx": float(self.cx[i]), "cy": float(self.cy[i]),
+        }
+        if self.input_rgb is not None:
+            frame["input"] = f"input_{i:04d}.png"
+            Image.fromarray(self.input_rgb[i].cpu().numpy()).save(folder / frame["input"])
+        return frame
+
+    @staticmethod
+    def _frame_names(i: int) -> Tuple[str, str]:
+        return f"frame_{i:04d}.png", f"depth_{i:04d}.npy"
+
+    def file_paths(self, folder: Path) -> Tuple[List[Path], List[Path]]:
+        """Image and depth files of these views in ``folder`` (as :meth:`save` names them)."""
+        names = [self._frame_names(i) for i in range(len(self))]
+        return [Path(folder) / image for image, _ in names], [Path(folder) / depth for _, depth in names]
 
     @classmethod
     def load(cls, folder: Path) -> "RepairedViews":
-        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
+        """Read a folder written by :meth:`save`; raises ``ValueError`` naming the folder when it is damaged."""
+        try:
+            return cls._load(Path(folder))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as error:
+            raise ValueError(f"{folder}: {type(error).__name__}: {error}") from error
+
+    @classmethod
+    def _load(cls, folder: Path) -> "RepairedViews":
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
         frames = manifest["frames"]
-        rgb = np.stack([np.asarray(Image.open(Path(folder) / f["image"]).convert("RGB")) for f in frames])
-        depth = np.stack([np.load(Path(folder) / f["depth"]) for f in frames]) / manifest["scene_to_file_depth"]
+        if not frames:
+            raise ValueError("the manifest lists no frames")
+        rgb = np.stack([np.asarray(Image.open(folder / f["image"]).convert("RGB")) for f in frames])
+        depth = np.stack([np.load(folder / f["depth"]) for f in frames]) / manifest["scene_to_file_depth"]
+        if rgb.shape[:3] != depth.shape:
+            raise ValueError(f"frames {rgb.shape[:3]} and depth maps {depth.shape} differ in size")
         column = lambda key: torch.tensor([f[key] for f in frames], dtype=torch.float32)  # noqa: E731
         input_rgb = None
-        if frames and all("input" in f for f in frames):
+        if all("input" in f for f in frames):
             input_rgb = torch.from_numpy(
-                np.stack([np.asarray(Image.open(Path(folder) / f["input"]).convert("RGB")) for f in frames]))
+                np.stack([np.asarray(Image.open(folder / f["input"]).convert("RGB")) for f in frames]))
         return cls(
             camera_to_worlds=torch.tensor([f["camera_to_world"] for f in frames], dtype=torch.float32),
             fx=column("fx"), fy=column("fy"), cx=column("cx"), cy=column("cy"),

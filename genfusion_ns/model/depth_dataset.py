@@ -7,10 +7,13 @@ possible offline nor wanted for a photometric baseline. Depth is returned in sce
 
 from __future__ import annotations
 
+import cv2
 import torch
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.datasets.base_dataset import InputDataset
 from nerfstudio.data.utils.data_utils import get_depth_image_from_path
+
+from genfusion_ns.model.dataparser import DatasetError
 
 DEPTH_KEY = "depth_image"
 
@@ -36,7 +39,14 @@ class OptionalDepthDataset(InputDataset):
         # self.cameras already carries the dataset's resolution scale factor (the image is loaded at that size).
         height, width = int(self.cameras.height[image_idx]), int(self.cameras.width[image_idx])
         scale = self.depth_unit_scale_factor * self._dataparser_outputs.dataparser_scale
-        depth = get_depth_image_from_path(
-            filepath=self.depth_filenames[image_idx], height=height, width=width, scale_factor=scale
-        )
+        path = self.depth_filenames[image_idx]
+        try:
+            depth = get_depth_image_from_path(filepath=path, height=height, width=width, scale_factor=scale)
+        except (AttributeError, ValueError, OSError, EOFError, cv2.error) as error:
+            # OpenCV returns None for an unreadable file (-> AttributeError), which inside the datamanager's
+            # cached_train would surface as "object has no attribute 'cached_train'"; name the file instead.
+            raise DatasetError(
+                f"Depth file {path} cannot be decoded ({type(error).__name__}: {error}); the file is "
+                "truncated or corrupt -- re-export it, or remove depth_file_path from transforms.json."
+            ) from error
         return {DEPTH_KEY: depth.to(torch.float32)}

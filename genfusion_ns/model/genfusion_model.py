@@ -19,6 +19,7 @@ Hooks for the fusion stage: ``batch[LOSS_WEIGHT_KEY]`` scales every loss term of
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -154,7 +155,17 @@ class GenFusionModel(SplatfactoModel):
         for param in self.gauss_params.values():
             param.data = torch.zeros((num, *param.shape[1:]), device=param.device, dtype=param.dtype)
         self.strategy_state = self.strategy.initialize_state(self.strategy_state["scene_extent"])
+        if "_extra_state" not in state_dict:  # checkpoints written before the densification state was saved
+            state_dict = {**state_dict, "_extra_state": None}
         return torch.nn.Module.load_state_dict(self, state_dict, strict=strict, **kwargs)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The densification statistics, so that a resumed run densifies exactly as the uninterrupted one."""
+        return dict(self.strategy_state)
+
+    def set_extra_state(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.strategy_state.update(state)
 
     # ------------------------------------------------------------------ training callbacks
     def get_training_callbacks(
@@ -262,7 +273,7 @@ class GenFusionModel(SplatfactoModel):
             # Gradients and radii are per rendered (sub-)pixel; densification normalises by the rendered size, and
             # screen-size pruning reads radii in output pixels.
             radii = out.radii / ss
-            info = {"means2d": out.means2d, "radii": radii, "width": width * ss, "height": height * ss, "n_cameras": 1}
+            info = {**out.info, "radii": radii}
             metadata = camera.metadata or {}
             self._step_renders.append((info, bool(metadata.get(FEEDS_DENSIFICATION_KEY, True))))
 

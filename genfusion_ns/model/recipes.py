@@ -14,15 +14,15 @@ from nerfstudio.data.datamanagers.full_images_datamanager import (
     FullImageDatamanager,
     FullImageDatamanagerConfig,
 )
-from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 
 from genfusion_ns.model.config import GenFusionModelConfig
+from genfusion_ns.model.dataparser import ValidatedNerfstudioDataParserConfig
 from genfusion_ns.model.densification import Vanilla2DGSStrategy
 from genfusion_ns.model.depth_dataset import OptionalDepthDataset
+from genfusion_ns.trainer import GenFusionTrainerConfig
 
 
 def default_device_type() -> str:
@@ -53,6 +53,12 @@ def surfel_optimizers(position_lr_steps: int = 30000) -> dict[str, dict[str, Any
     }
 
 
+def surfel_dataparser() -> ValidatedNerfstudioDataParserConfig:
+    """``nerfstudio-data`` with seed points, validated at start-up: a broken dataset stops ``ns-train`` before
+    step 0 with one message naming the file (``genfusion_ns.model.dataparser``)."""
+    return ValidatedNerfstudioDataParserConfig(load_3D_points=True)
+
+
 def surfel_datamanager() -> FullImageDatamanagerConfig:
     """Full-image datamanager with optional dataset depth, caching on the pipeline device as uint8.
 
@@ -61,7 +67,7 @@ def surfel_datamanager() -> FullImageDatamanagerConfig:
     """
     return FullImageDatamanagerConfig(
         _target=FullImageDatamanager[OptionalDepthDataset],
-        dataparser=NerfstudioDataParserConfig(load_3D_points=True),
+        dataparser=surfel_dataparser(),
         cache_images="gpu",
         cache_images_type="uint8",
     )
@@ -154,14 +160,14 @@ def make_trainer_config(
     steps_per_save: int = 2000,
     steps_per_eval_image: int = 100,
     steps_per_eval_all_images: int = 1000,
-) -> TrainerConfig:
-    """A complete nerfstudio ``TrainerConfig`` for a GenFusion method.
+) -> GenFusionTrainerConfig:
+    """A complete nerfstudio ``TrainerConfig`` (GenFusion's trainer, see :mod:`genfusion_ns.trainer`) for a method.
 
     ``pipeline`` defaults to a ``VanillaPipelineConfig`` with :func:`surfel_datamanager`; ``model`` replaces its model.
     """
     pipeline = pipeline if pipeline is not None else VanillaPipelineConfig(datamanager=surfel_datamanager())
     pipeline.model = model
-    return TrainerConfig(
+    return GenFusionTrainerConfig(
         method_name=method_name,
         steps_per_eval_image=steps_per_eval_image,
         steps_per_eval_batch=0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 
 import numba
@@ -42,7 +43,28 @@ _jit = numba.njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 
 _LAUNCH_LOCK = threading.Lock()
 """Serialises kernel launches: the viewer renders from its own thread while training runs, and Numba's workqueue
-threading layer (chosen above) aborts on concurrent parallel launches."""
+threading layer (chosen above) aborts on concurrent parallel launches. Taken only inside :func:`_launch`."""
+
+
+def _launch(kernel, *args) -> None:
+    """Run ``kernel(*args)`` under the launch lock with tracing off, so that no trace hook can raise between the
+    lock's acquire and release.
+
+    nerfstudio's viewer interrupts a render by raising from a ``sys.settrace`` hook at the next line event; one that
+    fires on the line event a ``with`` block emits before calling ``__exit__`` skips the release, and every later
+    render (and training, which shares the lock) would wait forever. Numba's own thread set-up takes locks in Python
+    code too, so the whole launch runs untraced. Line events of this frame are switched off first: the only line an
+    interrupt can still hit is the first one, before anything is held.
+    """
+    sys._getframe().f_trace_lines = False
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    try:
+        with _LAUNCH_LOCK:
+            numba.set_num_threads(_num_threads())
+            kernel(*args)
+    finally:
+        sys.settrace(tracer)
 
 
 @numba.njit(inline="always", error_model="numpy", cache=True)
@@ -371,10 +393,9 @@ def _tile_order(n_tiles: int, n_threads: int) -> np.ndarray:
     return np.concatenate([np.arange(i, n_tiles, n_threads) for i in range(n_threads)]).astype(np.int64)
 
 
-def _set_threads() -> int:
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
-    return n
+def _num_threads() -> int:
+    """Threads the kernels run on: PyTorch's setting, within what Numba started."""
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 def _bins_arrays(bins: TileBins) -> tuple[np.ndarray, ...]:
@@ -393,13 +414,12 @@ class _CompositeTilesCPU(torch.autograd.Function):
         median_pos = torch.full((n_t, P), -1, dtype=torch.int64)
         last = torch.zeros((n_t, P), dtype=torch.int64)  # list position where each pixel stopped (exclusive)
         outputs = (feats, trans, acc_wd, distortion, median, median_pos, last)
-        with _LAUNCH_LOCK:
-            order = _tile_order(n_t, _set_threads())
-            _forward_kernel(
-                table.numpy(), order, *_bins_arrays(bins), bins.tile_size, settings.width, settings.height,
-                settings.intersection_depth, settings.depth_channel, _threshold(table.dtype),
-                *(t.numpy() for t in outputs),
-            )
+        order = _tile_order(n_t, _num_threads())
+        _launch(
+            _forward_kernel, table.numpy(), order, *_bins_arrays(bins), bins.tile_size, settings.width,
+            settings.height, settings.intersection_depth, settings.depth_channel, _threshold(table.dtype),
+            *(t.numpy() for t in outputs),
+        )
         ctx.save_for_backward(table, trans, acc_wd, median_pos, last)
         ctx.bins, ctx.settings, ctx.order = bins, settings, order
         return feats, 1.0 - trans, median, distortion
@@ -411,14 +431,12 @@ class _CompositeTilesCPU(torch.autograd.Function):
         grads = tuple(g.to(table.dtype).contiguous() for g in (g_feats, g_alpha, g_median, g_dist))
         grad_rows = table.new_zeros(bins.n_overlaps, table.shape[1])
         starts, _, surfel_ids, origins, rows = _bins_arrays(bins)
-        with _LAUNCH_LOCK:
-            _set_threads()
-            _backward_kernel(
-                table.numpy(), ctx.order, starts, surfel_ids, origins, rows, bins.tile_size, s.width, s.height,
-                s.intersection_depth, s.depth_channel, _threshold(table.dtype), *(g.numpy() for g in grads),
-                trans.numpy(), acc_wd.numpy(), median_pos.numpy(), last.numpy(), bool(grads[3].any()),
-                bool(grads[2].any()), grad_rows.numpy(),
-            )
+        _launch(
+            _backward_kernel, table.numpy(), ctx.order, starts, surfel_ids, origins, rows, bins.tile_size, s.width,
+            s.height, s.intersection_depth, s.depth_channel, _threshold(table.dtype), *(g.numpy() for g in grads),
+            trans.numpy(), acc_wd.numpy(), median_pos.numpy(), last.numpy(), bool(grads[3].any()),
+            bool(grads[2].any()), grad_rows.numpy(),
+        )
         grad_table = torch.zeros_like(table)
         _scatter_add_rows(grad_table.numpy(), surfel_ids, grad_rows.numpy())
         return grad_table, None, None

@@ -15,8 +15,7 @@ import math
 import torch
 from torch import Tensor
 
-from .depth_normals import depth_to_normal
-from .output import SurfelRasterOutput
+from .output import SurfelRasterOutput, assemble_output, view_colors
 
 GSPLAT_TILE = 16
 _SUPPORTED_CHANNELS = (1, 2, 3, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -61,13 +60,7 @@ def rasterize_gsplat(
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, GSPLAT_TILE, tiles_x, tiles_y, n_cameras=C)
     isect_offsets = isect_offset_encode(isect_ids, C, tiles_x, tiles_y)
 
-    if sh_degree is None:
-        rgb = colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
-    else:
-        campos = torch.linalg.inv(viewmats)[:, :3, 3]
-        dirs = means[None] - campos[:, None]
-        rgb = spherical_harmonics(sh_degree, dirs, colors[None].expand(C, -1, -1, -1), masks=radii > 0)
-        rgb = torch.clamp_min(rgb + 0.5, 0.0)
+    rgb = view_colors(means, colors, viewmats, sh_degree, radii, evaluate_sh=spherical_harmonics)
     D = rgb.shape[-1]
     if D + 1 not in _SUPPORTED_CHANNELS:
         raise ValueError(f"rasterize_gsplat: {D} colour channels + depth must be one of {_SUPPORTED_CHANNELS} "
@@ -79,40 +72,7 @@ def rasterize_gsplat(
         means2d, ray_transforms, feats, opacities.expand(C, -1).contiguous(), normals, handle, width, height,
         GSPLAT_TILE, isect_offsets, flatten_ids, backgrounds=None, distloss=True,
     )
-    out_rgb = render[..., :D]
-    if backgrounds is not None:
-        out_rgb = out_rgb + (1.0 - alpha) * backgrounds[:, None, None, :]
-    depth_acc = render[..., D : D + 1]
-    depth_expected = depth_acc / alpha.clamp_min(1e-10)
-    world_normals = torch.einsum("chwi,cij->chwj", render_normals, viewmats[:, :3, :3])
-    surf_normals = depth_to_normal(depth_expected, torch.linalg.inv(viewmats), Ks)
-    info = {
-        "width": width,
-        "height": height,
-        "n_cameras": C,
-        "radii": radii,
-        "means2d": handle,
-        "gradient_2dgs": handle,
-        "gaussian_ids": None,
-        "camera_ids": None,
-        "depths": depths,
-        "ray_transforms": ray_transforms,
-        "normals": normals,
-        "tile_size": GSPLAT_TILE,
-        "isect_offsets": isect_offsets,
-        "flatten_ids": flatten_ids,
-    }
-    return SurfelRasterOutput(
-        rgb=out_rgb,
-        alpha=alpha,
-        depth_expected=depth_expected,
-        depth_median=median,
-        normals=world_normals,
-        surf_normals=surf_normals,
-        distortion=distortion,
-        means2d=handle,
-        radii=radii,
-        depth_accumulated=depth_acc,
-        backend="gsplat",
-        info=info,
+    return assemble_output(
+        render[..., :D], alpha, render[..., D : D + 1], render_normals, median, distortion, viewmats, Ks,
+        backgrounds, handle, radii, depths, int(flatten_ids.numel()), backend="gsplat",
     )

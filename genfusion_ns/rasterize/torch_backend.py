@@ -10,26 +10,9 @@ import torch
 from torch import Tensor
 
 from .compositing import BlendSettings, Col, composite_reference, composite_tiles
-from .depth_normals import depth_to_normal
-from .output import SurfelRasterOutput
+from .output import SurfelRasterOutput, assemble_output, view_colors
 from .projection import SurfelProjection, project_surfels
-from .sh import spherical_harmonics
 from .tiles import bin_surfels
-
-
-def view_colors(
-    means: Tensor, colors: Tensor, viewmats: Tensor, sh_degree: int | None, radii: Tensor
-) -> Tensor:
-    """Per-camera colours [C, N, D]. SH colours follow gsplat: direction = mean - camera centre,
-    ``max(SH + 0.5, 0)``, zero for surfels culled in that camera."""
-    C = viewmats.shape[0]
-    if sh_degree is None:
-        return colors if colors.dim() == 3 else colors[None].expand(C, -1, -1)
-    campos = torch.linalg.inv(viewmats)[:, :3, 3]
-    dirs = means[None] - campos[:, None]
-    rgb = spherical_harmonics(sh_degree, dirs, colors[None].expand(C, -1, -1, -1))
-    rgb = torch.where((radii > 0)[..., None], rgb, torch.zeros_like(rgb))
-    return torch.clamp_min(rgb + 0.5, 0.0)
 
 
 def densify_handle(proj: SurfelProjection) -> tuple[Tensor, Tensor]:
@@ -141,41 +124,7 @@ def rasterize_torch(
     median = tiles_to_images(t_median[..., None], *args)
     distortion = tiles_to_images(t_dist[..., None], *args)
 
-    rgb = img[..., :D]
-    if backgrounds is not None:
-        rgb = rgb + (1.0 - alpha) * backgrounds[:, None, None, :]
-    # Camera -> world for row vectors: n_w^T = n_c^T R_cw (per camera; gsplat 1.4.0 uses camera 0 for all).
-    normals = torch.einsum("chwi,cij->chwj", img[..., D : D + 3], viewmats[:, :3, :3])
-    depth_acc = img[..., depth_channel : depth_channel + 1]
-    depth_expected = depth_acc / alpha.clamp_min(1e-10)
-    camtoworlds = torch.linalg.inv(viewmats)
-    surf_normals = depth_to_normal(depth_expected, camtoworlds, Ks)
-    info = {
-        "width": width,
-        "height": height,
-        "n_cameras": C,
-        "radii": proj.radii,
-        "means2d": handle,
-        "gradient_2dgs": handle,
-        "gaussian_ids": None,
-        "camera_ids": None,
-        "depths": proj.depths,
-        "ray_transforms": proj.ray_transforms,
-        "normals": proj.normals,
-        "tile_size": bins.tile_size,
-        "n_overlaps": bins.n_overlaps,
-    }
-    return SurfelRasterOutput(
-        rgb=rgb,
-        alpha=alpha,
-        depth_expected=depth_expected,
-        depth_median=median,
-        normals=normals,
-        surf_normals=surf_normals,
-        distortion=distortion,
-        means2d=handle,
-        radii=proj.radii,
-        depth_accumulated=depth_acc,
-        backend="torch",
-        info=info,
+    return assemble_output(
+        img[..., :D], alpha, img[..., depth_channel : depth_channel + 1], img[..., D : D + 3], median, distortion,
+        viewmats, Ks, backgrounds, handle, proj.radii, proj.depths, bins.n_overlaps, backend="torch",
     )

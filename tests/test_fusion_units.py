@@ -62,7 +62,7 @@ def test_repaired_views_round_trip_through_disk(tmp_path):
 
 
 def test_datamanager_grows_samples_separately_and_shrinks(tiny_scene, tmp_path):
-    from genfusion_ns.fusion.recipes import fusion_datamanager
+    from genfusion_ns.method_configs import fusion_datamanager
 
     config = fusion_datamanager()
     config.data = tiny_scene
@@ -105,7 +105,7 @@ def test_video_model_resolver(tmp_path):
 
 def test_missing_default_model_is_reported_at_start_up(tiny_scene, monkeypatch, tmp_path):
     from genfusion_ns.fusion import video_model
-    from genfusion_ns.fusion.recipes import genfusion_lite_config
+    from genfusion_ns.method_configs import genfusion_lite_config
 
     monkeypatch.setattr(video_model, "SHIPPED_MODEL_DIR", tmp_path / "not-installed")
     config = genfusion_lite_config().pipeline

@@ -115,7 +115,7 @@ def test_viser_errors_never_reach_training(capsys):
 
 
 def test_pipeline_shows_rounds_and_drops_them_on_reload(tiny_scene, tmp_path):
-    from genfusion_ns.fusion.recipes import genfusion_lite_config
+    from genfusion_ns.method_configs import genfusion_lite_config
 
     config = genfusion_lite_config().pipeline
     config.datamanager.data = tiny_scene

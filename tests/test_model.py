@@ -95,7 +95,7 @@ def test_seed_points_capped_to_a_random_subset():
 def test_lite_recipe_seeds_every_point_of_a_default_dense_scene():
     """The lite budget relies on starting from all seed points (docs/benchmarks.md): the cap must not subsample a
     default ``genfusion-scene`` dataset, and the model must then keep every point."""
-    from genfusion_ns.model.recipes import lite_model
+    from genfusion_ns.method_configs import lite_model
     from genfusion_ns.scenes.config import SceneConfig
 
     scene = SceneConfig(out=Path("unused"), train_views="all")

@@ -28,10 +28,10 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 import numpy as np
 import torch
 
-from genfusion_ns.bench.runs import evaluate_run, train_in_process, trainer_config
 from genfusion_ns.fusion.pipeline import REPAIRED_FOLDER
 from genfusion_ns.fusion.views import MANIFEST_NAME, RepairedViews
 from genfusion_ns.model.metrics import psnr
+from genfusion_ns.runner import evaluate_run, train_in_process, trainer_config
 from genfusion_ns.scenes import generate_scene, render_scene_views
 
 VARIANTS = {"lite": ("genfusion-2dgs-lite", "genfusion-lite"), "full": ("genfusion-2dgs", "genfusion")}

@@ -19,16 +19,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from diffusion_train.clips import ClipDataError, finished_scenes, read_scene_record, read_window
-from genfusion_ns.video.preprocess import (
-    DISPARITY_EPS,
-    DisparityRange,
-    depth_to_disparity_code,
-    rgb_to_model,
-)
+from genfusion_ns.video.preprocess import depth_to_disparity_code, pad_frames, rgb_to_model
 
 
 @dataclass(frozen=True)
@@ -36,29 +30,6 @@ class WindowRef:
     scene_dir: Path
     start: int
     num_scene_frames: int
-
-
-def depth_code_in_range(depth: torch.Tensor, disparity_range: DisparityRange, height: int, width: int
-                        ) -> torch.Tensor:
-    """Depth ``[T, H, W]`` (0 = unknown) -> disparity code ``[1, T, height, width]`` using a *given* clip range.
-
-    Same convention as :func:`genfusion_ns.video.preprocess.depth_to_disparity_code` (unknown pixels = -1, nearest
-    resize), with codes outside the range clamped to [-1, 1].
-    """
-    valid = depth > 0
-    disparity = torch.where(valid, 1.0 / (depth + DISPARITY_EPS), torch.zeros_like(depth))
-    normalized = torch.where(valid, disparity_range.normalize(disparity).clamp(0.0, 1.0), torch.zeros_like(depth))
-    code = (normalized * 2.0 - 1.0)[None, None]
-    if code.shape[-2:] != (height, width):
-        code = F.interpolate(code, size=(code.shape[2], height, width), mode="nearest")
-    return code[0]
-
-
-def _pad_to(video: torch.Tensor, length: int) -> torch.Tensor:
-    """Repeat the last frame up to ``length`` frames (short scenes, like the pipeline's short videos)."""
-    if video.shape[0] >= length:
-        return video
-    return torch.cat([video, video[-1:].expand(length - video.shape[0], *video.shape[1:])])
 
 
 class ClipDataset(Dataset):
@@ -91,7 +62,7 @@ class ClipDataset(Dataset):
         for key, value in frames.items():
             tensor = torch.from_numpy(value.copy())
             tensor = tensor.float() / 255.0 if key.endswith("rgb") else tensor.float()
-            out[key] = _pad_to(tensor, self.num_frames)
+            out[key] = pad_frames(tensor, self.num_frames)
         return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -101,7 +72,7 @@ class ClipDataset(Dataset):
         reference_index = int(torch.randint(0, valid_frames, ()))
         artifact_depth, artifact_range = depth_to_disparity_code(raw["artifact_depth"], height, width)
         if artifact_range is not None and self.target_depth_range == "artifact":
-            target_depth = depth_code_in_range(raw["target_depth"], artifact_range, height, width)
+            target_depth, _ = depth_to_disparity_code(raw["target_depth"], height, width, artifact_range)
         else:
             target_depth, _ = depth_to_disparity_code(raw["target_depth"], height, width)
         return {

@@ -15,13 +15,11 @@ import glob
 import json
 import os
 import shutil
-import sys
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -34,8 +32,11 @@ from diffusion_train.clips import (
     write_manifest,
     write_scene,
 )
+from genfusion_ns import devices
+from genfusion_ns.outputs import exit_with_error, prepare_output_folder
 
 CONSOLE = Console()
+COMMAND = "genfusion-make-data"
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -50,7 +51,8 @@ class MakeDataConfig:
     scenes: tuple[str, ...]
     """Scene folders (with transforms.json), glob patterns, or .txt files listing one folder per line."""
     output: Path
-    """Data folder (created; finished scenes in it are kept and skipped)."""
+    """Data folder (created; finished scenes in it are kept and skipped). Must be new, empty or written by this
+    tool, and neither one of the scenes nor inside one."""
     artifacts: Literal["masked", "sparse"] = "masked"
     """How the artifact renders are made. "masked" (the authors' recipe): train on a W/2 x H/2 patch of every frame
     and render every frame full-frame. "sparse": train on the dataset's own training split as it is (e.g. a
@@ -138,11 +140,10 @@ def scene_seed(base: int, name: str) -> int:
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise MakeDataError("--device cuda was requested but no CUDA device is visible")
-    return device
+    try:
+        return devices.resolve_device(device)
+    except devices.DeviceUnavailable as error:
+        raise MakeDataError(str(error)) from None
 
 
 def build_scene(config: MakeDataConfig, folder: Path, name: str, work: Path, on_stage=lambda _: None) -> SceneRecord:
@@ -204,6 +205,11 @@ def build_scene(config: MakeDataConfig, folder: Path, name: str, work: Path, on_
     return record
 
 
+def _is_data_folder(folder: Path) -> bool:
+    """A data folder written by this tool before folders carried a marker."""
+    return (folder / SCENES_DIR).is_dir() or (folder / "manifest.json").is_file()
+
+
 def make_data(config: MakeDataConfig) -> list[str]:
     """Process this shard's scenes; returns the names of the scenes built by this call (skipped ones excluded)."""
     index, count = parse_shard(config.shard)
@@ -219,6 +225,11 @@ def make_data(config: MakeDataConfig) -> list[str]:
         raise MakeDataError(f"{len(without_depth)} scene(s) have no depth files (e.g. {without_depth[0]}); pass "
                             "--mono-depth-model <local folder of a transformers depth-estimation model> to estimate "
                             "their target depth")
+    mono_depth = Path(config.mono_depth_model) if config.mono_depth_model else None
+    # Resumable in a folder this tool made (or one from before the markers: it has scenes/ or a manifest); never
+    # in a scene or the depth model, nor in a foreign folder.
+    prepare_output_folder(config.output, False, COMMAND, {"the scene": folders, "--mono-depth-model": mono_depth},
+                          error=MakeDataError, resumable=True, legacy=_is_data_folder)
     scenes_root = config.output / SCENES_DIR
     scenes_root.mkdir(parents=True, exist_ok=True)
     built: list[str] = []
@@ -263,8 +274,7 @@ def entrypoint() -> None:
     try:
         built = make_data(config)
     except (MakeDataError, MaskedProtocolError, MonoDepthUnavailable, ReconstructionError) as error:
-        CONSOLE.print(f"[bold red]genfusion-make-data: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        exit_with_error(COMMAND, error)
     CONSOLE.print(f"Built {len(built)} scene(s); index in {config.output / 'manifest.json'}")
 
 

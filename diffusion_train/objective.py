@@ -2,11 +2,14 @@
 
 * target latent and condition latent: VAE posterior *samples* x 0.18215 of the target / artifact RGB-D clips, made
   by the pipeline's own :meth:`GenFusionVideoPipeline.encode_condition` (one 4-channel VAE pass per frame);
-* reference dropout: with probability 0.1 the reference becomes the all-zero image in [-1, 1] (mid-grey) -- the same
-  image the pipeline's unconditional CFG branch encodes -- so guidance at inference matches training;
+* reference dropout: with probability 0.1 the reference becomes the null reference (all zeros in [-1, 1],
+  mid-grey, :func:`~genfusion_ns.video.preprocess.null_reference_like`) -- the same image the pipeline's
+  unconditional CFG branch encodes -- so guidance at inference matches training; the CLIP tokens come from the
+  pipeline's own :meth:`reference_tokens`;
 * noise: t ~ U{0..T-1}; x0 is first multiplied by DynamiCrafter's dynamic-rescale factor s(t) when the model uses it
-  (the sampler undoes exactly this); then the scheduler's ``add_noise`` / ``get_velocity`` (zero-terminal-SNR,
-  v-prediction config of the pipeline) give the noisy latent and the v target.
+  (the sampler undoes exactly this; the table is the pipeline's ``dynamic_rescale_scales``); then the
+  scheduler's ``add_noise`` / ``get_velocity`` (zero-terminal-SNR, v-prediction config of the pipeline) give
+  the noisy latent and the v target.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genfusion_ns.video.preprocess import clip_preprocess
-from genfusion_ns.video.scheduling import GenFusionDDIMScheduler, dynamic_rescale_table
+from genfusion_ns.video.preprocess import null_reference_like
+from genfusion_ns.video.scheduling import GenFusionDDIMScheduler
 
 
 class VideoDenoiser(nn.Module):
@@ -88,10 +91,8 @@ def encode_batch(pipe, batch: dict[str, torch.Tensor], reference_dropout: float,
     reference = batch["reference"].to(device)
     dropped = torch.rand(reference.shape[0], generator=generator, device=generator.device if generator else "cpu")
     dropped = (dropped < reference_dropout).to(device)
-    reference = torch.where(dropped[:, None, None, None], torch.zeros_like(reference), reference)
-    config = pipe.config
-    pixels = clip_preprocess(reference, config.clip_image_size, config.clip_mean, config.clip_std)
-    tokens = pipe.image_encoder(pixel_values=pixels.to(pipe.image_encoder.dtype)).last_hidden_state
+    reference = torch.where(dropped[:, None, None, None], null_reference_like(reference), reference)
+    tokens = pipe.reference_tokens(reference)
     return EncodedBatch(torch.stack(latents["target"]), torch.stack(latents["artifact"]), tokens.float(), dropped)
 
 
@@ -104,11 +105,7 @@ class VPredictionObjective:
             raise ValueError("the GenFusion video model is trained with v-prediction; the scheduler config says "
                              f"{self.scheduler.config.prediction_type!r}")
         self.num_train_timesteps = int(self.scheduler.config.num_train_timesteps)
-        self.scale_table = (
-            dynamic_rescale_table(pipe.config.dynamic_rescale_base_scale, pipe.config.dynamic_rescale_turning_step,
-                                  self.num_train_timesteps)
-            if pipe.config.use_dynamic_rescale else None
-        )
+        self.scale_table = pipe.dynamic_rescale_scales(self.num_train_timesteps)
 
     def sample_timesteps(self, batch_size: int, device: torch.device,
                          generator: torch.Generator | None = None) -> torch.Tensor:

@@ -32,7 +32,7 @@ class CaptureRenders:
 def train_reconstruction(dataset: Path, run_dir: Path, method: str, max_steps: int | None,
                          device: Literal["auto", "cpu", "cuda"], seed: int) -> Path:
     """Train ``method`` on ``dataset`` with nerfstudio's ``train_loop``; returns the run's ``config.yml``."""
-    from genfusion_ns.bench.runs import RunError, train_in_process, trainer_config
+    from genfusion_ns.runner import RunError, train_in_process, trainer_config
 
     try:
         trainer = trainer_config(method, dataset, run_dir, "reconstruction", "run", device=device, max_steps=max_steps)

@@ -19,20 +19,24 @@ import json
 import math
 import os
 import shutil
-import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from genfusion_ns.outputs import exit_with_error, prepare_output_folder
+
 CONSOLE = Console()
+COMMAND = "genfusion-train-video"
 RANDOM_PREFIX = "random:"
 CHECKPOINTS_DIR = "checkpoints"
 PIPELINE_DIR = "pipeline"
+ConfigT = TypeVar("ConfigT")
 
 
 class TrainVideoError(ValueError):
@@ -46,7 +50,8 @@ class TrainVideoConfig:
     data: tuple[Path, ...]
     """Data folders written by genfusion-make-data."""
     output: Path
-    """Run folder (must be empty or absent unless --resume or --overwrite)."""
+    """Run folder (new or empty; an earlier run of this command with --resume or --overwrite; never holding, or
+    inside, --data or --init)."""
     init: str = "random:tiny"
     """Initial model: a GenFusionVideoPipeline folder (e.g. a genfusion-convert output or an earlier run's
     pipeline/) or cached hub id, or "random:<config name>" ("random:tiny", "random:full") for random weights."""
@@ -90,7 +95,7 @@ class TrainVideoConfig:
     resume: bool = False
     """Continue from the latest checkpoint in output/checkpoints."""
     overwrite: bool = False
-    """Delete a non-empty output folder first."""
+    """Delete an earlier genfusion-train-video run in --output first (never a folder this command did not write)."""
 
 
 def _jsonable(config: TrainVideoConfig) -> dict:
@@ -103,12 +108,17 @@ def latest_checkpoint(output: Path) -> Path | None:
     return max(folders, key=lambda p: int(p.name.split("-")[-1])) if folders else None
 
 
-def prepare_output(config: TrainVideoConfig, is_main: bool) -> Path | None:
-    """Check the output folder policy; returns the checkpoint to resume from (if any)."""
+def prepare_output(config: TrainVideoConfig, is_main: bool, command: str = COMMAND) -> Path | None:
+    """Apply the output-folder policy of :mod:`genfusion_ns.outputs`; returns the checkpoint to resume from (if any).
+
+    ``--resume`` continues the run in place, as before. Otherwise the folder must be new, empty or (with
+    ``--overwrite``) an earlier run of ``command``, and never hold, be or lie inside ``--data`` / ``--init``: a run
+    started from ``runs/v/pipeline`` must not delete it. Only the main process checks, clears and marks the
+    folder (the others would race with it); its error ends the whole launch.
+    """
     output = config.output
     if output.exists() and not output.is_dir():
         raise TrainVideoError(f"--output {output} exists and is not a folder")
-    non_empty = output.is_dir() and any(output.iterdir())
     if config.resume and config.overwrite:
         raise TrainVideoError("--resume and --overwrite exclude each other")
     if config.resume:
@@ -116,11 +126,11 @@ def prepare_output(config: TrainVideoConfig, is_main: bool) -> Path | None:
         if checkpoint is None:
             raise TrainVideoError(f"--resume: no checkpoint-N folder in {output / CHECKPOINTS_DIR}")
         return checkpoint
-    if non_empty and not config.overwrite:
-        raise TrainVideoError(f"--output {output} is not empty; pass --resume to continue that run or --overwrite "
-                              "to delete it, or choose another folder")
-    if non_empty and is_main:
-        shutil.rmtree(output)
+    init = None if config.init.startswith(RANDOM_PREFIX) else config.init
+    inputs = {"--data": config.data, "--init": init}
+    if is_main:
+        prepare_output_folder(output, config.overwrite, command, inputs, error=TrainVideoError,
+                              resume_flag="--resume" if command == COMMAND else None)
     return None
 
 
@@ -263,16 +273,21 @@ def save_checkpoint(accelerator, config: TrainVideoConfig, step: int) -> None:
         prune_checkpoints(config.output, config.checkpoints_total_limit)
 
 
-def entrypoint() -> None:
+def run_command(command: str, config_type: type[ConfigT], run: Callable[[ConfigT], object]) -> None:
+    """The command-line shell of genfusion-train-video and genfusion-train-vae: parse the options, run, and print
+    bad options or data as one message instead of a traceback."""
     os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
-    config = tyro.cli(TrainVideoConfig, description=TrainVideoConfig.__doc__)
+    config = tyro.cli(config_type, description=config_type.__doc__)
     from diffusion_train.clips import ClipDataError
 
     try:
-        train(config)
+        run(config)
     except (TrainVideoError, ClipDataError) as error:
-        CONSOLE.print(f"[bold red]genfusion-train-video: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        exit_with_error(command, error)
+
+
+def entrypoint() -> None:
+    run_command(COMMAND, TrainVideoConfig, train)
 
 
 if __name__ == "__main__":

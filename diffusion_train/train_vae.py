@@ -14,17 +14,24 @@ latents. The output ``pipeline/`` folder is the ``--init`` of ``genfusion-train-
 from __future__ import annotations
 
 import json
-import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import tyro
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from diffusion_train.train import CONSOLE, PIPELINE_DIR, TrainVideoError, load_initial_pipeline, prepare_output
+from diffusion_train.train import (
+    CONSOLE,
+    PIPELINE_DIR,
+    TrainVideoError,
+    load_initial_pipeline,
+    prepare_output,
+    run_command,
+)
+from genfusion_ns.video.preprocess import rgbd_frames
+
+COMMAND = "genfusion-train-vae"
 
 
 @dataclass
@@ -34,7 +41,8 @@ class TrainVaeConfig:
     data: tuple[Path, ...]
     """Data folders written by genfusion-make-data."""
     output: Path
-    """Run folder (must be empty or absent unless --overwrite)."""
+    """Run folder (new or empty, or an earlier run of this command with --overwrite; never holding, or inside,
+    --data or --init)."""
     init: str = "random:small"
     """Pipeline whose VAE is trained: a folder, a cached hub id, or "random:<config name>"."""
     seed: int = 0
@@ -56,16 +64,14 @@ class TrainVaeConfig:
     """Batches used to measure the latent standard deviation for ``latent_scale_factor``."""
     log_every: int = 50
     overwrite: bool = False
-    """Delete a non-empty output folder first."""
+    """Delete an earlier genfusion-train-vae run in --output first (never a folder this command did not write)."""
 
 
 def frames_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """A :class:`~diffusion_train.dataset.ClipDataset` batch -> all its RGB-D frames ``[N, 4, H, W]`` in [-1, 1]."""
-    videos = []
-    for kind in ("artifact", "target"):
-        rgbd = torch.cat([batch[f"{kind}_rgb"], batch[f"{kind}_depth"]], dim=1)  # [B, 4, F, H, W]
-        videos.append(rgbd.transpose(1, 2).flatten(0, 1))
-    return torch.cat(videos)
+    """A :class:`~diffusion_train.dataset.ClipDataset` batch -> all its RGB-D frames ``[N, 4, H, W]`` in
+    [-1, 1], packed as the pipeline's VAE sees them (artifact frames first)."""
+    kinds = ("artifact", "target")
+    return torch.cat([rgbd_frames(batch[f"{kind}_rgb"], batch[f"{kind}_depth"]) for kind in kinds])
 
 
 def random_crops(frames: torch.Tensor, count: int, size: int | None, generator: torch.Generator | None = None
@@ -118,8 +124,8 @@ def train_vae(config: TrainVaeConfig) -> Path:
     if config.crop_size is not None and config.crop_size % 8 != 0:
         raise TrainVideoError(f"--crop-size must be a multiple of 8 (the VAE downsamples), got {config.crop_size}")
     accelerator = Accelerator()
-    prepare_output(SimpleNamespace(output=config.output, resume=False, overwrite=config.overwrite),
-                   accelerator.is_main_process)
+    prepare_output(SimpleNamespace(output=config.output, resume=False, overwrite=config.overwrite, data=config.data,
+                                   init=config.init), accelerator.is_main_process, COMMAND)
     set_seed(config.seed)
     try:
         pipe = load_initial_pipeline(config.init, config.seed)
@@ -177,15 +183,7 @@ def train_vae(config: TrainVaeConfig) -> Path:
 
 
 def entrypoint() -> None:
-    os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
-    config = tyro.cli(TrainVaeConfig, description=TrainVaeConfig.__doc__)
-    from diffusion_train.clips import ClipDataError
-
-    try:
-        train_vae(config)
-    except (TrainVideoError, ClipDataError) as error:
-        CONSOLE.print(f"[bold red]genfusion-train-vae: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    run_command(COMMAND, TrainVaeConfig, train_vae)
 
 
 if __name__ == "__main__":

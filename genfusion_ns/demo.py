@@ -3,8 +3,10 @@
 Generates the default scene, trains the listed methods on it (nerfstudio's own training loop; by default the
 baseline ``genfusion-2dgs-lite`` and ``genfusion-lite`` with the shipped video model, at the same time in two
 processes), evaluates each on the held-out views and writes ``metrics.md`` / ``metrics.json``, a side-by-side
-``comparison.png`` (ground truth | each method) and ``repaired_clip.png`` (the last repair round: the render that went
-into the video model above what it made of it) into one output folder.
+``comparison.png`` (ground truth | baseline | GenFusion, rows named by frame) and ``repaired_clip.png`` (the
+last repair round: the render that went into the video model above what it made of it) into one output folder.
+It ends by printing the ``ns-viewer`` / ``ns-eval`` / ``ns-export`` / ``ns-render`` commands for its runs
+(``<out>/runs/<method>/<method>/demo/config.yml``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -59,16 +61,17 @@ class DemoError(RuntimeError):
 
 
 def _prepare_output(config: DemoConfig) -> None:
-    if config.out.exists() and any(config.out.iterdir()):
-        if not config.overwrite:
-            raise DemoError(f"{config.out} already has files; pass --overwrite to replace them or choose another --out.")
-        shutil.rmtree(config.out)
-    config.out.mkdir(parents=True, exist_ok=True)
+    """--out must be new, empty, or (with --overwrite) an earlier demo's folder: never a folder the demo did not
+    make, nor one holding the --video-model it is asked to use (see genfusion_ns.outputs)."""
+    from genfusion_ns.outputs import prepare_output_folder
+
+    prepare_output_folder(config.out, config.overwrite, "genfusion-demo", {"--video-model": config.video_model},
+                          flag="--out", error=DemoError)
 
 
 def _train(method: str, scene: Path, runs: Path, config: DemoConfig) -> Path:
     """Train ``method`` in this process with nerfstudio's training loop; returns the run's ``config.yml``."""
-    from genfusion_ns.bench.runs import RunError, train_in_process, trainer_config
+    from genfusion_ns.runner import RunError, train_in_process, trainer_config
 
     try:
         trainer = trainer_config(method, scene, runs, experiment_name=method, timestamp="demo", device=config.device,
@@ -147,37 +150,36 @@ def _train_all(methods: Tuple[str, ...], scene: Path, config: DemoConfig) -> Dic
 
 
 def _evaluate(config_path: Path, render_dir: Path) -> Dict[str, float]:
-    from genfusion_ns.bench.runs import evaluate_run
+    from genfusion_ns.runner import evaluate_run
 
     return evaluate_run(config_path, render_dir).metrics
 
 
-def _comparison(render_dirs: Dict[str, Path], out: Path, max_views: int = 4) -> Optional[Path]:
-    """Rows = held-out views; columns = ground truth, then each method's render."""
-    from genfusion_ns.bench.pictures import comparison_picture
+def _comparison(render_dirs: Dict[str, Path], out: Path, configs: Dict[str, Path],
+                results: Dict[str, Dict[str, float]], train_views: int, max_views: int = 4) -> Optional[Path]:
+    """Rows = held-out views (labelled by image file); columns = ground truth, then each method's render."""
+    from genfusion_ns.bench.pictures import comparison_picture, eval_frame_names, method_title
 
-    return comparison_picture(render_dirs, out / "comparison.png", max_views=max_views)
+    columns = " | ".join(["ground truth"] + [method_title(m).split("\n")[0] for m in render_dirs])
+    frame_names = eval_frame_names(next(iter(configs.values()))) if configs else None
+    labels = {m: f"PSNR {r['psnr']:.2f} dB" for m, r in results.items() if "psnr" in r}
+    return comparison_picture(render_dirs, out / "comparison.png", max_views=max_views, labels=labels,
+                              frame_names=frame_names,
+                              title=f"Demo scene, held-out views ({train_views} training views): {columns}")
 
 
-def _repaired_clip(config_path: Path, out: Path, max_frames: int = 8) -> Optional[Path]:
-    """``repaired_clip.png``: the last round's renders (top) and what the video model made of them (bottom)."""
-    import numpy as np
-    from PIL import Image
-
+def _repaired_clip(method: str, config_path: Path, out: Path, max_frames: int = 8) -> Optional[Path]:
+    """``repaired_clip.png``: the last round's renders (top), what the video model made of them (bottom)."""
+    from genfusion_ns.bench.pictures import repaired_clip_picture
     from genfusion_ns.fusion.pipeline import REPAIRED_FOLDER
     from genfusion_ns.fusion.views import MANIFEST_NAME, RepairedViews
 
     rounds = sorted((config_path.parent / REPAIRED_FOLDER).glob(f"*/{MANIFEST_NAME}"))
     if not rounds:
         return None
-    views = RepairedViews.load(rounds[-1].parent)
-    if views.input_rgb is None:
-        return None
-    picks = np.linspace(0, len(views) - 1, num=min(max_frames, len(views))).round().astype(int)
-    rows = [np.concatenate([frames[i].numpy() for i in picks], axis=1) for frames in (views.input_rgb, views.rgb)]
-    path = out / "repaired_clip.png"
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
-    return path
+    folder = rounds[-1].parent
+    return repaired_clip_picture(RepairedViews.load(folder), out / "repaired_clip.png", max_frames=max_frames,
+                                 rounds=len(rounds), method=method, folder_name=folder.name)
 
 
 def run_demo(config: DemoConfig) -> Dict[str, Dict[str, float]]:
@@ -197,30 +199,75 @@ def run_demo(config: DemoConfig) -> Dict[str, Dict[str, float]]:
         CONSOLE.rule(f"[bold]Evaluate {method} on the held-out views")
         render_dirs[method] = config.out / "renders" / method
         results[method] = {**_evaluate(config_path, render_dirs[method]), "train_seconds": train_seconds}
-        clip = _repaired_clip(config_path, config.out) or clip
-    _write_report(config, results, render_dirs, time.perf_counter() - start, clip)
+        clip = _repaired_clip(method, config_path, config.out) or clip
+    configs = {method: config_path for method, (config_path, _) in trained.items()}
+    _write_report(config, results, render_dirs, time.perf_counter() - start, clip, configs)
     return results
 
 
+REPORTED_COLUMNS = ("psnr", "ssim", "lpips", "train_seconds")
+"""Columns of metrics.md; metrics.json has each of them for every method (null where metrics.md says n/a)."""
+NOT_AVAILABLE_NOTE = ("n/a (null in metrics.json): not computed on this machine; LPIPS needs torchvision's "
+                      "AlexNet weights, which are not downloaded at run time (README, Troubleshooting).")
+
+
+def _metric_records(results: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, Optional[float]]]:
+    """What metrics.json holds: every reported column per method (None where it could not be computed), then
+    the other numbers nerfstudio gave (e.g. fps)."""
+    return {method: {**{c: metrics.get(c) for c in REPORTED_COLUMNS},
+                     **{k: v for k, v in metrics.items() if k not in REPORTED_COLUMNS}}
+            for method, metrics in results.items()}
+
+
+def next_commands(configs: Dict[str, Path], out: Path) -> list[str]:
+    """nerfstudio commands for the demo's runs, ready to paste (run them from the demo's working folder: the
+    run configs hold the output folder as it was given)."""
+    commands = []
+    for method, config_path in configs.items():
+        load = f"--load-config {shlex.quote(str(config_path))}"
+        commands += [
+            f"ns-viewer {load}",
+            f"ns-eval {load} --output-path {shlex.quote(str(out / 'eval' / f'{method}.json'))}",
+            f"ns-export gaussian-splat {load} --output-dir {shlex.quote(str(out / 'export' / method))}",
+            f"ns-render interpolate {load} --output-path {shlex.quote(str(out / 'videos' / method))}.mp4",
+        ]
+    return commands
+
+
 def _write_report(config: DemoConfig, results: Dict[str, Dict[str, float]], render_dirs: Dict[str, Path],
-                  seconds: float, clip: Optional[Path] = None) -> None:
-    columns = ["psnr", "ssim", "lpips", "train_seconds"]
+                  seconds: float, clip: Optional[Path] = None,
+                  configs: Optional[Dict[str, Path]] = None) -> None:
+    configs = configs or {}
+    records = _metric_records(results)
+    columns = list(REPORTED_COLUMNS)
     table = Table(title=f"Held-out views of the demo scene ({config.train_views} training views)")
     lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     table.add_column("method")
     for c in columns:
         table.add_column(c)
-    for method, metrics in results.items():
-        cells = [f"{metrics[c]:.4f}" if c in metrics else "n/a" for c in columns]
+    missing = False
+    for method, record in records.items():
+        cells = [f"{record[c]:.4f}" if record[c] is not None else "n/a" for c in columns]
+        missing = missing or "n/a" in cells
         table.add_row(method, *cells)
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    if missing:
+        lines += ["", NOT_AVAILABLE_NOTE]
     (config.out / "metrics.md").write_text("\n".join(lines) + "\n")
-    (config.out / "metrics.json").write_text(json.dumps(results, indent=2))
-    picture = _comparison(render_dirs, config.out)
+    (config.out / "metrics.json").write_text(json.dumps(records, indent=2))
+    picture = _comparison(render_dirs, config.out, configs, results, config.train_views)
     CONSOLE.print(table)
+    if missing:
+        CONSOLE.print(NOT_AVAILABLE_NOTE, highlight=False)
     files = ["metrics.md", "metrics.json"] + (["comparison.png"] if picture else []) + (
         ["repaired_clip.png"] if clip else [])
     CONSOLE.print(f"Report in {config.out} ({', '.join(files)}); total {seconds / 60:.1f} min.")
+    if configs:
+        CONSOLE.rule("[bold]Next: the runs in nerfstudio")
+        CONSOLE.print(f"From {Path.cwd()} (the run configs hold {config.out} as given):", highlight=False,
+                      soft_wrap=True)
+        for command in next_commands(configs, config.out):
+            CONSOLE.print(command, markup=False, highlight=False, soft_wrap=True)  # one line each: pasteable
 
 
 def entrypoint() -> None:

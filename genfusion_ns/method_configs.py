@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from nerfstudio.configs.base_config import MachineConfig, ViewerConfig
 from nerfstudio.data.datamanagers.full_images_datamanager import (
     FullImageDatamanager,
@@ -24,7 +23,9 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipelineConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from genfusion_ns.devices import default_device_type
 from genfusion_ns.errors import install_user_error_hook
+from genfusion_ns.ffmpeg import ensure_ffmpeg
 from genfusion_ns.fusion.datamanager import GenFusionDatamanagerConfig
 from genfusion_ns.fusion.pipeline import GenFusionPipelineConfig
 from genfusion_ns.model.checkpoint import allow_numpy_scalars_in_checkpoints
@@ -36,11 +37,7 @@ from genfusion_ns.trainer import GenFusionTrainerConfig
 
 allow_numpy_scalars_in_checkpoints()
 install_user_error_hook()
-
-
-def default_device_type() -> str:
-    """``cuda`` when a GPU is visible at import, else ``cpu`` (nerfstudio 1.1.5 defaults to cuda unconditionally)."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+ensure_ffmpeg()  # ns-render finds imageio-ffmpeg's binary as `ffmpeg` on a PyPI-only install
 
 
 def surfel_optimizers(position_lr_steps: int = 30000) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,6 @@ What it changes, and why:
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
@@ -34,7 +33,8 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from genfusion_ns.errors import UserError, UserExit
+from genfusion_ns.errors import UserError, UserExit, print_error
+from genfusion_ns.outputs import replace_atomically
 
 RESUME_KEY = "genfusion_resume"
 """Checkpoint entry with what nerfstudio does not save but an exact resume needs."""
@@ -161,7 +161,7 @@ class GenFusionTrainer(Trainer):
         try:
             super().setup(test_mode=test_mode)
         except UserError as error:
-            CONSOLE.print(f"[bold red]ns-train: error:[/] {error}", highlight=False, soft_wrap=True)
+            print_error("ns-train", error)
             raise UserExit(str(error)) from None
         if self._resume_state is not None:  # last: set-up itself draws from the generators
             restore_random_states(self._resume_state["random"])
@@ -211,9 +211,7 @@ class GenFusionTrainer(Trainer):
                                        if hasattr(self.pipeline.datamanager, "random_generator") else None),
             },
         }
-        partial = path.with_name(path.name + ".partial")
-        torch.save(plain(state), partial)
-        os.replace(partial, path)
+        replace_atomically(path, lambda temporary: torch.save(plain(state), temporary))
         if self.config.save_only_latest_checkpoint:
             for other in self.checkpoint_dir.glob("*.ckpt"):
                 if other != path:

@@ -20,10 +20,10 @@ from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataPars
 from PIL import Image
 
 from genfusion_ns.errors import UserError
+from genfusion_ns.method_configs import surfel_datamanager
 from genfusion_ns.model import dataparser as dataparser_module
 from genfusion_ns.model.dataparser import DatasetError, ValidatedNerfstudioDataParserConfig
 from genfusion_ns.model.depth_dataset import OptionalDepthDataset
-from genfusion_ns.method_configs import surfel_datamanager
 from genfusion_ns.scenes.generate import generate_scene
 
 TRAIN_IMAGE = (

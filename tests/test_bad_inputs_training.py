@@ -27,7 +27,7 @@ STEPS = 24  # rounds at 6, 12, 18 (1/4 of the run)
 
 
 def fusion_config(scene: Path, out: Path, steps: int = STEPS, video_model: str = "random-tiny", **pipeline):
-    from genfusion_ns.bench.runs import trainer_config
+    from genfusion_ns.runner import trainer_config
 
     config = trainer_config("genfusion-lite", scene, out, "run", "t", device="cpu", max_steps=steps,
                             video_model=video_model)
@@ -40,7 +40,7 @@ def fusion_config(scene: Path, out: Path, steps: int = STEPS, video_model: str =
 
 
 def baseline_config(scene: Path, out: Path, steps: int = 6, method: str = "genfusion-2dgs-lite"):
-    from genfusion_ns.bench.runs import trainer_config
+    from genfusion_ns.runner import trainer_config
 
     config = trainer_config(method, scene, out, "run", "t", device="cpu", max_steps=steps)
     config.pipeline.model.supersample = 1
@@ -90,7 +90,7 @@ def test_load_dir_without_checkpoints_is_a_message(baseline_run, tmp_path, capsy
         config.load_dir = folder
         with pytest.raises(UserExit):
             set_up(config)
-        message = capsys.readouterr().out
+        message = "".join(capsys.readouterr())
         assert "--load-dir" in message and str(folder.name) in message, message
 
 
@@ -114,7 +114,7 @@ def test_another_methods_checkpoint_is_a_message(baseline_run, tmp_path, capsys)
     config.load_dir = baseline_run.get_checkpoint_dir()
     with pytest.raises(UserExit):
         set_up(config)
-    message = capsys.readouterr().out
+    message = "".join(capsys.readouterr())
     assert "does not fit the model" in message and "genfusion-2dgs" in message
 
 

@@ -38,8 +38,8 @@ def test_bad_scenes_fail_clearly(tmp_path):
 
 
 def test_max_steps_keeps_the_repair_rounds_inside_training(tmp_path):
-    from genfusion_ns.bench.runs import trainer_config
     from genfusion_ns.fusion.schedule import resolve_schedule
+    from genfusion_ns.runner import trainer_config
 
     config = trainer_config("genfusion-lite", tmp_path, tmp_path, "x", "t", "cpu", max_steps=40,
                             video_model="random-tiny", trajectory="crop")

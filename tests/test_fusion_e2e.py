@@ -12,7 +12,7 @@ import torch
 
 def small_fusion_config(scene: Path, out: Path, steps: int, fusion_start: int = 10, fusion_every: int = 10):
     """``genfusion-lite`` set up like the bench/demo runs, with two short rounds of the random tiny model."""
-    from genfusion_ns.bench.runs import trainer_config
+    from genfusion_ns.runner import trainer_config
 
     config = trainer_config("genfusion-lite", scene, out, "fusion", "run", device="cpu", max_steps=steps,
                             video_model="random-tiny")
@@ -24,7 +24,7 @@ def small_fusion_config(scene: Path, out: Path, steps: int, fusion_start: int = 
 
 
 def run_training(config) -> Path:
-    from genfusion_ns.bench.runs import train_in_process
+    from genfusion_ns.runner import train_in_process
 
     return train_in_process(config).parent
 
@@ -62,7 +62,7 @@ def test_fusion_rounds_inject_persist_resume_and_eval(tiny_scene, tmp_path):
 @pytest.mark.slow
 def test_video_model_none_equals_the_baseline(tiny_scene, tmp_path):
     """``--pipeline.video-model none`` must train exactly like ``genfusion-2dgs-lite`` (same seed, same steps)."""
-    from genfusion_ns.bench.runs import trainer_config
+    from genfusion_ns.runner import trainer_config
 
     fusion = small_fusion_config(tiny_scene, tmp_path / "fusion", steps=12)
     fusion.pipeline.video_model = "none"

@@ -30,7 +30,7 @@ class FakeHandle:
 
 class FakeScene:
     def __init__(self, fail_at=None):
-        self.calls, self.fail_at = [], fail_at
+        self.calls, self.fail_at, self.frames = [], fail_at, []
 
     def add_camera_frustum(self, **kwargs):
         if self.fail_at is not None and len(self.calls) == self.fail_at:
@@ -38,10 +38,40 @@ class FakeScene:
         self.calls.append(kwargs)
         return FakeHandle(kwargs)
 
+    def add_frame(self, name, show_axes=True, **kwargs):
+        frame = SimpleNamespace(name=name, show_axes=show_axes, visible=True)
+        self.frames.append(frame)
+        return frame
 
-def fake_viewer(fail_at=None, scale=0.07):
-    return SimpleNamespace(viser_server=SimpleNamespace(scene=FakeScene(fail_at)),
-                           config=SimpleNamespace(camera_frustum_scale=scale))
+
+class FakeCheckbox:
+    def __init__(self, label, initial_value, **kwargs):
+        self.label, self.value, self.callbacks = label, initial_value, []
+
+    def on_update(self, callback):
+        self.callbacks.append(callback)
+
+    def click(self):
+        """What viser does when the browser ticks or unticks the box."""
+        self.value = not self.value
+        for callback in self.callbacks:
+            callback(SimpleNamespace(target=self))
+
+
+class FakeGui:
+    def __init__(self):
+        self.checkboxes = []
+
+    def add_checkbox(self, label, initial_value, **kwargs):
+        self.checkboxes.append(FakeCheckbox(label, initial_value, **kwargs))
+        return self.checkboxes[-1]
+
+
+def fake_viewer(fail_at=None, scale=0.07, train_positions=()):
+    """nerfstudio's Viewer as show_repaired_views sees it; ``train_positions`` are drawn training frustums."""
+    handles = {i: SimpleNamespace(position=np.asarray(p, dtype=float)) for i, p in enumerate(train_positions)}
+    return SimpleNamespace(viser_server=SimpleNamespace(scene=FakeScene(fail_at), gui=FakeGui()),
+                           config=SimpleNamespace(camera_frustum_scale=scale), camera_handles=handles)
 
 
 def make_views(n=3, h=120, w=240, round_index=4) -> RepairedViews:
@@ -72,7 +102,8 @@ def test_one_frustum_per_view_with_pose_image_and_fov():
         assert max(image.shape[:2]) <= 100 and image.shape[:2] == (50, 100)
         assert call["fov"] == pytest.approx(2 * math.atan(120 / (2 * 150.0)))
         assert call["aspect"] == pytest.approx(2.0)
-        assert call["scale"] == 0.07
+        # The repaired cameras span 20 viewer units (x 0..10, z 10..30): 4% of that, not nerfstudio's 0.07.
+        assert call["scale"] == pytest.approx(0.04 * 20.0)
         assert tuple(call["color"]) != (20, 20, 20)  # distinct from viser's default training-camera colour
     assert all(len(h.click_callbacks) == 1 for h in handles)
 
@@ -123,12 +154,78 @@ def test_pipeline_shows_rounds_and_drops_them_on_reload(tiny_scene, tmp_path):
     pipeline = config.setup(device="cpu", test_mode="val")
     assert pipeline._viewer is None
     # No viewer: nothing drawn.
-    pipeline._add_round(make_views(n=2, h=32, w=32), tmp_path / "round_04", save=True)
+    views = make_views(n=2, h=32, w=32)
+    pipeline._add_round(views, tmp_path / "round_04", views.save(tmp_path / "round_04"))
     assert pipeline._viewer_handles == []
     pipeline._viewer = fake_viewer()
-    pipeline._add_round(make_views(n=2, h=32, w=32, round_index=5), tmp_path / "round_05", save=True)
+    views = make_views(n=2, h=32, w=32, round_index=5)
+    pipeline._add_round(views, tmp_path / "round_05", views.save(tmp_path / "round_05"))
     drawn = list(pipeline._viewer_handles)
     assert [h.kwargs["name"] for h in drawn] == ["/genfusion_repaired/round_05/view_0000",
                                                  "/genfusion_repaired/round_05/view_0001"]
     pipeline.set_extra_state({})
     assert pipeline._viewer_handles == [] and all(h.removed == 1 for h in drawn)
+
+
+def test_frustum_scale_is_a_share_of_the_cameras_extent():
+    ring = np.array([[10 * math.cos(a), 0.5, 10 * math.sin(a)] for a in np.linspace(0, 2 * math.pi, 13)])
+    assert fusion_viewer.frustum_scale(ring, minimum=0.1) == pytest.approx(0.04 * 20.0)
+    # The same share of the scene at any scale...
+    assert fusion_viewer.frustum_scale(ring * 10, minimum=0.1) == pytest.approx(10 * 0.04 * 20.0)
+    # ...but never smaller than nerfstudio's own frustums, and a lone camera gets exactly that size.
+    assert fusion_viewer.frustum_scale(ring / 100, minimum=0.1) == 0.1
+    assert fusion_viewer.frustum_scale(ring[:1], minimum=0.3) == 0.3
+    assert fusion_viewer.frustum_scale(np.zeros((0, 3)), minimum=0.3) == 0.3
+
+
+def test_frustums_are_sized_by_the_training_cameras_too():
+    # Training frustums 60 viewer units apart: the repaired views (spanning 20) are sized to the whole scene.
+    viewer = fake_viewer(train_positions=[(-30.0, 0.0, 0.0), (30.0, 0.0, 0.0)])
+    fusion_viewer.show_repaired_views(viewer, make_views())
+    assert [c["scale"] for c in viewer.viser_server.scene.calls] == pytest.approx([0.04 * 60.0] * 3)
+
+
+def test_frustum_colour_stands_apart_from_the_viewer_colours():
+    colour = np.array(fusion_viewer.FRUSTUM_COLOR)
+    for other in [(20, 20, 20), (255, 211, 105), (0, 0, 0), (255, 255, 255)]:  # frustums, accent, backgrounds
+        assert np.abs(colour - np.array(other)).max() >= 150
+
+
+def test_one_checkbox_shows_and_hides_every_round():
+    viewer = fake_viewer()
+    scene, gui = viewer.viser_server.scene, viewer.viser_server.gui
+    fusion_viewer.show_repaired_views(viewer, make_views(round_index=1))
+    fusion_viewer.show_repaired_views(viewer, make_views(round_index=2))
+    assert [f.name for f in scene.frames] == ["/genfusion_repaired"] and not scene.frames[0].show_axes
+    (checkbox,) = gui.checkboxes  # created once per viewer, not once per round
+    assert checkbox.label == "Show repaired views" and checkbox.value is True
+    # Every frustum hangs under the node the checkbox toggles, so rounds drawn later follow it too.
+    assert all(c["name"].startswith("/genfusion_repaired/") for c in scene.calls)
+    checkbox.click()
+    assert scene.frames[0].visible is False
+    checkbox.click()
+    assert scene.frames[0].visible is True
+
+
+def test_a_viewer_started_after_loading_draws_the_restored_rounds(tiny_scene, tmp_path):
+    """``ns-viewer`` builds its viewer after the checkpoint is loaded: nerfstudio hands it to the pipeline's public
+    ``ViewerControl``, which draws the rounds already in the training set."""
+    from nerfstudio.viewer.utils import parse_object
+    from nerfstudio.viewer.viewer_elements import ViewerControl
+
+    from genfusion_ns.method_configs import genfusion_lite_config
+
+    config = genfusion_lite_config().pipeline
+    config.datamanager.data = tiny_scene
+    config.video_model = "none"
+    pipeline = config.setup(device="cpu", test_mode="test")
+    views = make_views(n=2, h=32, w=32, round_index=3)
+    pipeline._add_round(views, tmp_path / "round_03", views.save(tmp_path / "round_03"))  # as set_extra_state does
+    assert pipeline._viewer_handles == []
+    controls = [control for _, control in parse_object(pipeline, ViewerControl, "Custom Elements")]
+    assert len(controls) == 1
+    viewer = fake_viewer()
+    controls[0]._setup(viewer)  # what nerfstudio's viewer does to every control it finds
+    assert pipeline._viewer is viewer
+    assert [h.kwargs["name"] for h in pipeline._viewer_handles] == ["/genfusion_repaired/round_03/view_0000",
+                                                                     "/genfusion_repaired/round_03/view_0001"]

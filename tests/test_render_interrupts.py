@@ -39,47 +39,57 @@ def _interrupt_at(line_number: int):
 
 def _render(scene, grad: bool = False) -> torch.Tensor:
     params = {k: scene[k].clone().requires_grad_(grad) for k in ("means", "quats", "scales", "opacities", "colors")}
-    with torch.set_grad_enabled(grad):
-        out = rasterize_surfels(**{**scene, **params}, backend="cpu")
-        if grad:
-            out.rgb.sum().backward()
+    out = rasterize_surfels(**{**scene, **params}, backend="cpu")
+    if grad:
+        out.rgb.sum().backward()
     return out.rgb.detach()
 
 
-def _finishes_in_another_thread(scene, timeout: float = 60.0) -> bool:
-    """A training-like render (forward and backward) from another thread, as the trainer runs next to the viewer."""
-    done = threading.Event()
+def _in_thread(work, timeout: float = 120.0):
+    """Run ``work()`` in its own thread, as nerfstudio's render thread and trainer do; returns its result, or raises
+    what it raised. Thread-local state a traced render may leave behind (grad mode) stays in that thread."""
+    result: dict = {}
 
     def run() -> None:
-        _render(scene, grad=True)
-        done.set()
+        try:
+            result["value"] = work()
+        except BaseException as error:  # handed to the caller
+            result["error"] = error
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(timeout)
-    return done.is_set()
+    assert not worker.is_alive(), "the render did not finish: something the render path takes is still held"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _traced_render(scene, line_number: int):
+    """One viewer-style render (no grad, like nerfstudio's) interrupted at its ``line_number``-th line event."""
+    torch.set_grad_enabled(False)  # nerfstudio enters no_grad before it installs the trace hook
+    sys.settrace(_interrupt_at(line_number))
+    try:
+        return _render(scene)
+    except _Interrupt:
+        return None
+    finally:
+        sys.settrace(None)
 
 
 def test_a_render_interrupted_at_any_line_leaves_the_next_renders_free():
     from genfusion_ns.rasterize.cpu_kernels import _LAUNCH_LOCK
 
     scene = random_scene(n=12, width=10, height=8, cameras=1, seed=3, dtype=torch.float32)
-    expected = _render(scene)  # compiles the kernels untraced
+    expected = _in_thread(lambda: _render(scene))  # compiles the kernels untraced
     line = 0
     while True:
         line += 1
-        sys.settrace(_interrupt_at(line))
-        try:
-            result = _render(scene)
-            interrupted = False
-        except _Interrupt:
-            interrupted = True
-        finally:
-            sys.settrace(None)
+        result = _in_thread(lambda: _traced_render(scene, line))
         assert not _LAUNCH_LOCK.locked(), f"an interrupt at line event {line} left the kernels' launch lock held"
-        if not interrupted:
+        if result is not None:
             break
         assert line < 20000, "the render never completed under tracing"
     assert line > 100, f"the render path had only {line} line events: the hook did not trace it"
     torch.testing.assert_close(result, expected)
-    assert _finishes_in_another_thread(scene), "a render after the interrupts did not finish"
+    _in_thread(lambda: _render(scene, grad=True), timeout=60)  # a training step after the interrupts

@@ -8,7 +8,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from PIL import Image
 
 from genfusion_ns.protocols.sparse_views import (
@@ -182,4 +181,4 @@ def test_cli_writes_the_dataset(tiny_dense_scene, tmp_path):
     assert "3 training views, 13 held-out views" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "genfusion_ns.protocols.sparse_views", str(tiny_dense_scene),
                           "--output", str(out), "--train-views", "3"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "--overwrite" in bad.stdout
+    assert bad.returncode == 2 and "--overwrite" in bad.stderr

@@ -164,6 +164,20 @@ def test_export_gaussian_splat_writes_a_ply(trained):
     assert "property float scale_2" in header and "property float f_dc_0" in header
 
 
+def test_export_to_a_path_that_is_a_file_is_a_message(trained, tmp_path):
+    import subprocess
+    import sys
+
+    target = tmp_path / "export.ply"
+    target.write_text("not a folder")
+    result = subprocess.run([sys.executable, "-m", "nerfstudio.scripts.exporter", "gaussian-splat", "--load-config",
+                             str(trained["config"].get_base_dir() / "config.yml"), "--output-dir", str(target)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "is --output-dir an existing file?" in result.stderr and str(target) in result.stderr.replace("\n", "")
+    assert target.read_text() == "not a folder"
+
+
 def test_cli_parses_both_methods_and_strategy_choice():
     import tyro
     from nerfstudio.configs.method_configs import AnnotatedBaseConfigUnion

@@ -11,19 +11,16 @@ import pytest
 import torch
 from video_fixtures import checkpoint_path, fixture_dir, load_cases, manifest_path, tolerance
 
-from genfusion_ns.video.convert import (
+from genfusion_ns.video.checkpoint import (
     CheckpointKeyError,
     check_component_keys,
-    entrypoint,
     key_mappings,
     load_authors_checkpoint,
-    load_components,
-    settings_from_schedule,
     split_checkpoint,
 )
+from genfusion_ns.video.convert import entrypoint, load_components, settings_from_schedule
 from genfusion_ns.video.models import GenFusionUNet, build_components, load_model_config, named_config
 from genfusion_ns.video.models.keymap import SCHEDULE_BUFFERS
-
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -63,8 +60,9 @@ def test_cli_converts_saves_and_refuses_to_overwrite(tmp_path):
     assert isinstance(pipe.unet, GenFusionUNet)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
 
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(SystemExit) as refused:  # an existing output is refused with a message, exit status 2
         entrypoint([str(checkpoint_path()), "--out", str(out), "--config", config])
+    assert refused.value.code == 2
     entrypoint([str(checkpoint_path()), "--out", str(out), "--config", config, "--overwrite"])
 
 
@@ -220,11 +218,8 @@ def test_coverage_check_detects_a_wrong_block_count():
 def test_key_tables_are_bijective_for_other_model_shapes():
     """For a differently shaped model (level 0 without attention, 1 resnet per level, fewer than 77 context tokens,
     3 frames) every module weight has exactly one authors' source, and converting that name gives the weight back."""
-    from genfusion_ns.video.models.configs import (
-        TINY_LVDM_CONFIG,
-        TINY_OPENCLIP_ARCHITECTURE,
-        config_from_lvdm,
-    )
+    from genfusion_ns.video.models.architectures import TINY_LVDM_CONFIG, TINY_OPENCLIP_ARCHITECTURE
+    from genfusion_ns.video.models.configs import config_from_lvdm
 
     lvdm = copy.deepcopy(TINY_LVDM_CONFIG)
     unet = lvdm["params"]["unet_config"]["params"]

@@ -23,7 +23,6 @@ from genfusion_ns.video.models import (
     named_config,
 )
 
-
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
@@ -176,7 +175,7 @@ def test_config_errors_are_actionable(tmp_path):
 def test_authors_yaml_is_accepted(tmp_path):
     """An authors'-style YAML (``model: {target, params}``) yields the same config as the built-in dict."""
     yaml = pytest.importorskip("yaml")
-    from genfusion_ns.video.models.configs import AUTHORS_FULL_LVDM_CONFIG
+    from genfusion_ns.video.models.architectures import AUTHORS_FULL_LVDM_CONFIG
 
     path = tmp_path / "generation_infer.yaml"
     path.write_text(yaml.safe_dump({"model": AUTHORS_FULL_LVDM_CONFIG, "data": {"target": "x"}}))

@@ -17,7 +17,11 @@ from genfusion_ns.video.preprocess import (
     clip_windows,
     depth_to_disparity_code,
     disparity_code_to_depth,
+    null_reference_like,
+    pack_rgbd,
+    pad_frames,
     rgb_to_model,
+    rgbd_frames,
 )
 from genfusion_ns.video.scheduling import GenFusionDDIMScheduler
 
@@ -86,6 +90,32 @@ def test_depth_code_round_trip_is_metric():
     assert (disparity_code_to_depth(empty_code[0], None, 2, 2) == 0).all()
     with pytest.raises(ValueError, match=">= 0"):
         depth_to_disparity_code(-depth, 2, 2)
+
+
+def test_depth_code_in_a_given_range_is_clamped_and_matches_the_own_range():
+    """Training codes a target clip in its artifact's range: the same code as the clip's own range when they
+    agree, clamped to [-1, 1] outside it, empty pixels still -1."""
+    depth = torch.tensor([[[2.0, 4.0], [0.0, 8.0]]])
+    own_code, own_range = depth_to_disparity_code(depth, 2, 2)
+    given_code, given_range = depth_to_disparity_code(depth, 2, 2, own_range)
+    assert given_range == own_range and torch.equal(given_code, own_code)
+    wider = torch.tensor([[[1.0, 4.0], [0.0, 16.0]]])
+    code, _ = depth_to_disparity_code(wider, 2, 2, own_range)
+    assert code[0, 0, 0, 0] == 1 and code[0, 0, 1, 1] == -1 and code[0, 0, 1, 0] == -1
+
+
+def test_rgbd_packing_and_padding_conventions():
+    """RGB-D is one 4-channel image with depth last; the VAE sees frames (clip by clip for a batch); short
+    videos repeat their last frame; the null reference is mid-grey (0 in [-1, 1])."""
+    rgb, depth = torch.randn(2, 3, 5, 4, 4), torch.randn(2, 1, 5, 4, 4)
+    packed = pack_rgbd(rgb[0], depth[0])
+    assert packed.shape == (4, 5, 4, 4) and torch.equal(packed[3], depth[0, 0])
+    frames = rgbd_frames(rgb, depth)
+    assert frames.shape == (10, 4, 4, 4) and torch.equal(frames[7], pack_rgbd(rgb[1], depth[1])[:, 2])
+    assert torch.equal(rgbd_frames(rgb[0], depth[0]), packed.transpose(0, 1))
+    video = torch.arange(3.0)[:, None]
+    assert pad_frames(video, 5)[:, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 2.0] and pad_frames(video, 2) is video
+    assert (null_reference_like(rgb[0, :, 0]) == 0).all()
 
 
 def test_clip_windows_cover_every_frame_once():

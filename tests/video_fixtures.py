@@ -1,7 +1,7 @@
 """Locate and load the official-code golden fixture shared by the video tests.
 
-The fixture (weights + reference tensors produced by the authors' code on a tiny random model) lives next to the
-checkout in ``../shared/fixtures`` so the repository stays lean; CI provides it there. ``GENFUSION_FIXTURES`` points
+The fixture (weights + reference tensors produced by the authors' code on a tiny random model, 28 MB) ships in
+``tests/fixtures``; a set in ``../shared/fixtures`` next to the checkout takes precedence. ``GENFUSION_FIXTURES`` points
 to another fixtures root (the folder that *contains* ``genfusion_official_tiny``) or directly to a fixture set.
 Tests that need it call :func:`fixture_dir` / :func:`load_cases`, which skip cleanly when it is absent.
 
@@ -25,14 +25,20 @@ MANIFEST_NAME = "genfusion_official_manifest.json"
 ENV_VAR = "GENFUSION_FIXTURES"
 
 
+SHIPPED_ROOT = REPO_ROOT / "tests" / "fixtures"
+"""A copy of the shared set shipped with the tests, so a fresh clone runs every fixture test."""
+
+
 def fixtures_root() -> Path:
-    """The folder holding the fixture sets and the full-size manifest (env override first)."""
+    """The folder holding the fixture sets and the full-size manifest: ``GENFUSION_FIXTURES`` first, then
+    ``../shared/fixtures`` next to the checkout (where CI may put another set), then the copy in tests/fixtures."""
     override = os.environ.get(ENV_VAR)
     if override:
         path = Path(override).expanduser().resolve()
         # Accept either the fixtures root or a fixture set folder itself.
         return path.parent if (path / "cases.json").is_file() else path
-    return (REPO_ROOT.parent / "shared" / "fixtures").resolve()
+    shared = (REPO_ROOT.parent / "shared" / "fixtures").resolve()
+    return shared if (shared / FIXTURE_SET / "cases.json").is_file() else SHIPPED_ROOT
 
 
 def _set_dir() -> Path:
@@ -48,18 +54,27 @@ def fixture_dir() -> Path:
     required = ("checkpoint.ckpt", "cases.safetensors", "cases.json", "config.json")
     missing = [name for name in required if not (path / name).is_file()]
     if missing:
-        pytest.skip(
-            f"GenFusion fixture not found at {path} (missing {', '.join(missing)}); "
-            f"put it in ../shared/fixtures next to the checkout or set {ENV_VAR}"
-        )
+        pytest.skip(f"authors'-implementation fixture set {FIXTURE_SET} not found: {path} lacks "
+                    f"{', '.join(missing)}. {_where_fixtures_go()}")
     return path
+
+
+def _where_fixtures_go() -> str:
+    """How to provide the fixtures, for the skip messages (the same text the README's test section gives)."""
+    default = (REPO_ROOT.parent / "shared" / "fixtures").resolve()
+    told = os.environ.get(ENV_VAR)
+    now = f"{ENV_VAR}={told} was used" if told else f"{ENV_VAR} is not set"
+    return (f"The fixtures ship in {SHIPPED_ROOT} (restore it with git checkout tests/fixtures); a fixtures "
+            f"folder (holding {FIXTURE_SET}/ and {MANIFEST_NAME}) at {default} (../shared/fixtures next to the "
+            f"checkout) takes precedence, or point the tests at one: {ENV_VAR}=/path/to/fixtures python -m pytest "
+            f"({now}).")
 
 
 def manifest_path() -> Path:
     """Path of the full-size checkpoint manifest (every key and shape); skips when missing."""
     path = fixtures_root() / MANIFEST_NAME
     if not path.is_file():
-        pytest.skip(f"full-size manifest not found at {path}; set {ENV_VAR} to the fixtures root")
+        pytest.skip(f"full-size checkpoint manifest not found at {path}. {_where_fixtures_go()}")
     return path
 
 

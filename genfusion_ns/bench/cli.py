@@ -21,14 +21,16 @@ import tyro
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from genfusion_ns.bench.cells import Cell, CellResult, finished_result, write_result
-from genfusion_ns.bench.config import BenchConfig, BenchError
+from genfusion_ns.bench.cells import CELLS_FOLDER, Cell, CellResult, finished_result, write_result
+from genfusion_ns.bench.config import GENERATE, BenchConfig, BenchError
 from genfusion_ns.bench.memory import PeakMemoryMeter
 from genfusion_ns.bench.protocols import PreparedDataset, Protocol, parse_protocol, prepare_dataset
 from genfusion_ns.bench.report import format_value, write_report
 from genfusion_ns.bench.scenes import BenchScene, resolve_scenes
+from genfusion_ns.outputs import exit_with_error, prepare_output_folder
 
 CONSOLE = Console()
+COMMAND = "genfusion-bench"
 RUN_TIMESTAMP = "bench"
 
 
@@ -56,7 +58,7 @@ def run_cell(
     settings: dict[str, object],
 ) -> CellResult:
     """Train and evaluate one cell; failures become a 'failed' result (computed again by the next invocation)."""
-    from genfusion_ns.bench.runs import evaluate_run, train_in_process, trainer_config
+    from genfusion_ns.runner import evaluate_run, train_in_process, trainer_config
 
     common = dict(
         scene=cell.scene,
@@ -109,6 +111,11 @@ def run_cell(
     )
 
 
+def _is_report_folder(folder: Path) -> bool:
+    """A report folder written by the bench before folders carried a marker."""
+    return (folder / CELLS_FOLDER).is_dir() or (folder / "results.json").is_file()
+
+
 def run_bench(config: BenchConfig, command: str | None = None) -> list[CellResult]:
     """Run (or resume) the grid and write the report; returns every cell's result in grid order."""
     config.validate()
@@ -122,7 +129,10 @@ def run_bench(config: BenchConfig, command: str | None = None) -> list[CellResul
     root = Path(config.output).expanduser().resolve()  # stored paths stay valid from any working directory
     if root.exists() and not root.is_dir():
         raise BenchError(f"--output {root} exists and is not a folder; choose another path.")
-    root.mkdir(parents=True, exist_ok=True)
+    # Resumable in a report folder of its own (its stale runs are replaced), never in a scene or a foreign folder.
+    user_scenes = [Path(entry).expanduser() for entry in config.scenes if entry != GENERATE]
+    prepare_output_folder(root, False, COMMAND, {"the scene": user_scenes, "--video-model": config.video_model},
+                          error=BenchError, resumable=True, legacy=_is_report_folder)
     scenes = resolve_scenes(config, root / "scenes")
     cells = [
         (scene, protocol, Cell(scene.name, protocol.name, method))
@@ -192,8 +202,7 @@ def entrypoint() -> None:
     try:
         results = run_bench(config)
     except BenchError as error:
-        CONSOLE.print(f"[bold red]genfusion-bench: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        exit_with_error(COMMAND, error)
     sys.exit(0 if all(r.status == "done" for r in results) else 1)
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
+from genfusion_ns.devices import DeviceUnavailable, resolve_device
 
 GPU_METHODS = ("genfusion", "genfusion-2dgs", "splatfacto")
 CPU_METHODS = ("genfusion-lite", "genfusion-2dgs-lite")
@@ -56,13 +56,10 @@ class BenchConfig:
     """torch CPU threads (default: torch's choice; 1 is fastest on an oversubscribed machine)."""
 
     def resolved_device(self) -> str:
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise BenchError(
-                "--device cuda was asked for but no CUDA device is visible; use --device cpu or auto."
-            )
-        return self.device
+        try:
+            return resolve_device(self.device)
+        except DeviceUnavailable as error:
+            raise BenchError(str(error)) from None
 
     def resolved_methods(self) -> tuple[str, ...]:
         device = self.resolved_device()

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from genfusion_ns.bench.cells import CellResult
-from genfusion_ns.bench.pictures import comparison_picture
+from genfusion_ns.bench.pictures import comparison_picture, eval_frame_names
 
 METRIC_COLUMNS = (
     "psnr",
@@ -100,12 +100,14 @@ def _pictures(results: Sequence[CellResult], root: Path, max_views: int) -> dict
         cells = [r for r in results if (r.scene, r.protocol) == (scene, protocol) and r.status == "done"]
         dirs = {r.method: Path(r.render_folder) for r in cells if r.render_folder}
         labels = {r.method: f"PSNR {format_value('psnr', r.psnr)}" for r in cells}
+        configs = [Path(r.config_path) for r in cells if r.config_path]  # one dataset per scene and protocol
         path = comparison_picture(
             dirs,
             root / "pictures" / f"{scene}__{protocol}.png",
             title=f"{scene}, {protocol}: held-out views",
             max_views=max_views,
             labels=labels,
+            frame_names=eval_frame_names(configs[0]) if configs else None,
         )
         if path is not None:
             pictures[(scene, protocol)] = path

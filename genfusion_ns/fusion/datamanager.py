@@ -15,10 +15,13 @@ from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
-from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager, FullImageDatamanagerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import (
+    FullImageDatamanager,
+    FullImageDatamanagerConfig,
+)
 
-from genfusion_ns.model.depth_dataset import OptionalDepthDataset
 from genfusion_ns.fusion.views import RepairedViews
+from genfusion_ns.model.depth_dataset import OptionalDepthDataset
 
 REPAIRED_DEPTH_KEY = "repaired_depth"
 IS_REPAIRED_KEY = "is_repaired"

@@ -15,19 +15,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Type
+from typing import Any, Callable, Dict, List, Literal, Optional, Type
 
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer_elements import ViewerControl
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from genfusion_ns.errors import UserError
 from genfusion_ns.fusion import trajectories
 from genfusion_ns.fusion import viewer as fusion_viewer
 from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, GenFusionDatamanagerConfig
-from genfusion_ns.fusion.repair import RepairFailed, run_repair_round
+from genfusion_ns.fusion.repair import RepairFailed, RepairSettings, run_repair_round
 from genfusion_ns.fusion.schedule import FusionSchedule, resolve_schedule
 from genfusion_ns.fusion.video_model import (
     NONE,
@@ -45,6 +46,20 @@ REPAIRED_FOLDER = "genfusion_repaired"
 
 class FusionSettingsError(UserError, ValueError):
     """A fusion option that cannot work; raised at start-up, before step 0."""
+
+
+class RepairedViewsViewerHook(ViewerControl):
+    """Gives the pipeline nerfstudio's viewer as soon as the viewer starts: nerfstudio sets up every public
+    ``ViewerControl`` attribute of the pipeline, in ``ns-train`` and ``ns-viewer`` alike, so the rounds restored
+    from a checkpoint are drawn in ``ns-viewer`` too (the trainer's callbacks, which exist only while training,
+    are not needed)."""
+
+    def __init__(self, on_setup: Callable[[Any], None]) -> None:
+        self._on_setup = on_setup
+
+    def _setup(self, viewer: Any) -> None:
+        super()._setup(viewer)
+        self._on_setup(viewer)
 
 
 @dataclass
@@ -118,7 +133,12 @@ class GenFusionPipeline(VanillaPipeline):
         self.output_dir: Optional[Path] = None
         self._viewer: Optional[Any] = None  # the trainer's live viewer, to show repaired views as they arrive
         self._viewer_handles: List[Any] = []  # frustums of the repaired views drawn there
-        self._generator = torch.Generator().manual_seed(config.seed)
+        self.repaired_views_viewer = RepairedViewsViewerHook(self._attach_viewer)
+        self.repair_settings = RepairSettings(
+            num_inference_steps=config.num_inference_steps, timestep_spacing=config.timestep_spacing,
+            guidance_scale=config.guidance_scale, guidance_rescale=config.guidance_rescale,
+            strength=config.repair_strength, seed=config.seed)
+        self._generator = torch.Generator().manual_seed(self.repair_settings.seed)
         self.in_repair_round = False  # read by the trainer's Ctrl+C handler: a round is abandoned, not waited for
         self.round_interrupted = False
         self.schedule: Optional[FusionSchedule] = None
@@ -139,8 +159,6 @@ class GenFusionPipeline(VanillaPipeline):
 
     def _check_fusion_settings(self) -> None:
         """Fail at start-up, not at the first round, when the video model or the DDIM settings cannot work."""
-        from genfusion_ns.video.scheduling import authors_timesteps
-
         cfg = self.config
         check_video_model_spec(cfg.video_model)
         if cfg.trajectory == "path":
@@ -151,16 +169,10 @@ class GenFusionPipeline(VanillaPipeline):
                 trajectories.load_viewer_camera_path(cfg.camera_path, cfg.trajectory_frames)
             except (OSError, ValueError) as error:
                 raise FusionSettingsError(f"--pipeline.camera-path: {error}") from None
-        if cfg.timestep_spacing in ("uniform", "uniform_trailing"):
-            try:
-                authors_timesteps(cfg.timestep_spacing, cfg.num_inference_steps)
-            except ValueError as error:
-                raise FusionSettingsError(str(error)) from None
-        elif cfg.timestep_spacing not in ("leading", "trailing", "linspace"):
-            raise FusionSettingsError(f"--pipeline.timestep-spacing {cfg.timestep_spacing!r} is not one of "
-                                      "uniform, uniform_trailing, leading, trailing, linspace.")
-        if not 0.0 < cfg.repair_strength <= 1.0:
-            raise FusionSettingsError(f"--pipeline.repair-strength must be in (0, 1], got {cfg.repair_strength}.")
+        try:
+            self.repair_settings.validate()
+        except ValueError as error:
+            raise FusionSettingsError(str(error)) from None
         if cfg.repaired_every < 1 or cfg.repaired_views_per_step < 1:
             raise FusionSettingsError(f"--pipeline.repaired-every ({cfg.repaired_every}) and "
                                       f"--pipeline.repaired-views-per-step ({cfg.repaired_views_per_step}) must "
@@ -206,6 +218,17 @@ class GenFusionPipeline(VanillaPipeline):
         # Last of the before-step callbacks: the round sees the model as this step's training will.
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self._round_callback))
         return callbacks
+
+    def _attach_viewer(self, viewer: Any) -> None:
+        """Draw the rounds already in the training set (restored from a checkpoint) in a viewer that just started."""
+        self._viewer = viewer
+        fusion_viewer.remove_repaired_views(self._viewer_handles)
+        self._viewer_handles = []
+        for folder in self.repaired_round_folders:
+            try:
+                self._viewer_handles += fusion_viewer.show_repaired_views(viewer, RepairedViews.load(Path(folder)))
+            except ValueError as error:
+                CONSOLE.print(f"[yellow]GenFusion: repaired frames at {folder} cannot be shown: {error}")
 
     def _report_schedule(self, max_num_iterations: int, start_step: int) -> None:
         rounds = sorted(self._round_steps)
@@ -314,9 +337,7 @@ class GenFusionPipeline(VanillaPipeline):
                 task = progress.add_task("repair", total=None)
                 views = run_repair_round(
                     self.model, pipe, poses, real_cameras, self._train_image, round_index, step, self._generator,
-                    num_inference_steps=cfg.num_inference_steps, timestep_spacing=cfg.timestep_spacing,
-                    guidance_scale=cfg.guidance_scale, guidance_rescale=cfg.guidance_rescale,
-                    strength=cfg.repair_strength, on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
+                    self.repair_settings, on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
         except (RepairFailed, torch.cuda.OutOfMemoryError) as error:
             CONSOLE.print(f"[bold yellow]GenFusion: repair round {round_index} at step {step} skipped: {error}")
             return False

@@ -4,7 +4,7 @@ repaired frames (colour + metric depth) with their cameras."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -12,9 +12,53 @@ from nerfstudio.cameras.cameras import Cameras, CameraType
 from genfusion_ns.fusion.trajectories import nearest_training_view
 from genfusion_ns.fusion.views import RepairedViews
 
+if TYPE_CHECKING:
+    from genfusion_ns.model.genfusion_model import GenFusionModel
+    from genfusion_ns.video import VideoRepairModel
+
 
 class RepairFailed(RuntimeError):
     """A round produced unusable output (NaN / inf) or ran out of memory; the round is skipped."""
+
+
+TIMESTEP_SPACINGS = ("uniform", "uniform_trailing", "leading", "trailing", "linspace")
+
+
+@dataclass(frozen=True)
+class RepairSettings:
+    """How the video model samples one repair; the defaults are the authors' (25 DDIM steps, uniform spacing, CFG 3.2
+    with rescale 0.7, from pure noise). ``seed`` seeds the round's generator (trajectory phases, windows, noise)."""
+
+    num_inference_steps: int = 25
+    timestep_spacing: str = "uniform"
+    """The authors' "uniform" / "uniform_trailing", or diffusers' "leading" / "trailing" / "linspace"."""
+    guidance_scale: float = 3.2
+    guidance_rescale: float = 0.7
+    strength: float = 1.0
+    """1: from pure noise. Below 1: from the render's latent noised to that fraction of the schedule (SDEdit)."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the ``--pipeline.*`` flag of a setting that cannot work."""
+        from genfusion_ns.video.scheduling import authors_timesteps
+
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"--pipeline.timestep-spacing {self.timestep_spacing!r} is not one of "
+                             f"{', '.join(TIMESTEP_SPACINGS)}.")
+        if self.num_inference_steps < 1:
+            raise ValueError(f"--pipeline.num-inference-steps must be at least 1, got {self.num_inference_steps}.")
+        if self.timestep_spacing.startswith("uniform"):
+            authors_timesteps(self.timestep_spacing, self.num_inference_steps)
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"--pipeline.repair-strength must be in (0, 1], got {self.strength}.")
+        if self.guidance_scale < 0:
+            raise ValueError(f"--pipeline.guidance-scale must be >= 0, got {self.guidance_scale}.")
+
+    def sampling_kwargs(self) -> dict:
+        """Keyword arguments of the video pipeline's ``__call__``."""
+        return {"num_inference_steps": self.num_inference_steps, "timestep_spacing": self.timestep_spacing,
+                "guidance_scale": self.guidance_scale, "guidance_rescale": self.guidance_rescale,
+                "strength": self.strength}
 
 
 @dataclass
@@ -50,7 +94,7 @@ def make_cameras(poses: torch.Tensor, window: RenderWindow) -> Cameras:
 
 
 @torch.no_grad()
-def render_rgbd(model, cameras: Cameras, min_alpha: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def render_rgbd(model: GenFusionModel, cameras: Cameras, min_alpha: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Render ``[T,H,W,3]`` colour on black and ``[T,H,W]`` z-depth (0 where the surfels cover < ``min_alpha``),
     the artifact-video convention of the video model."""
     was_training = model.training
@@ -71,27 +115,23 @@ def render_rgbd(model, cameras: Cameras, min_alpha: float = 0.2) -> tuple[torch.
 
 
 def run_repair_round(
-    model,
-    pipe,
+    model: GenFusionModel,
+    pipe: VideoRepairModel,
     poses: torch.Tensor,
     train_cameras: Cameras,
     train_image: Callable[[int], torch.Tensor],
     round_index: int,
     step: int,
     generator: torch.Generator,
-    num_inference_steps: int = 25,
-    timestep_spacing: str = "uniform",
-    guidance_scale: float = 3.2,
-    guidance_rescale: float = 0.7,
-    strength: float = 1.0,
+    settings: RepairSettings = RepairSettings(),
     on_clip_done: Optional[Callable[[int, int], None]] = None,
 ) -> RepairedViews:
     """Repair the video rendered along ``poses`` clip by clip (one CLIP reference, the nearest training view, per
     clip). ``train_image(i)`` returns training image ``i`` as float ``[H,W,3]`` in [0,1]."""
     from genfusion_ns.video.preprocess import clip_windows
 
-    settings = pipe.config
-    clip_length = int(settings.num_frames)
+    model_size = pipe.config
+    clip_length = int(model_size.num_frames)
     base = train_cameras[0:1]
     windows = clip_windows(poses.shape[0], clip_length)
     train_c2w = train_cameras.camera_to_worlds
@@ -99,14 +139,11 @@ def run_repair_round(
     for k, (start, first_new) in enumerate(windows):
         clip_poses = poses[start : start + clip_length]
         window = aspect_crop(float(base.fx), float(base.fy), float(base.cx), float(base.cy), int(base.width),
-                             int(base.height), int(settings.width), int(settings.height), generator)
+                             int(base.height), int(model_size.width), int(model_size.height), generator)
         rgb, depth = render_rgbd(model, make_cameras(clip_poses, window))
         reference = train_image(nearest_training_view(clip_poses, train_c2w))
         try:
-            out = pipe(rgb, depth, reference, num_inference_steps=num_inference_steps,
-                       timestep_spacing=timestep_spacing, guidance_scale=guidance_scale,
-                       guidance_rescale=guidance_rescale, generator=generator, output_type="pt",
-                       strength=strength)
+            out = pipe(rgb, depth, reference, generator=generator, output_type="pt", **settings.sampling_kwargs())
         except torch.cuda.OutOfMemoryError as error:
             raise RepairFailed(f"out of GPU memory while repairing clip {k}: {error}") from error
         repaired_rgb, repaired_depth = out.rgb.float().cpu(), out.depth.float().cpu()

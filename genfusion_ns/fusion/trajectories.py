@@ -20,8 +20,6 @@ from pathlib import Path
 
 import torch
 
-OPENGL_TO_OPENCV = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
-
 
 def camera_centers(c2w: torch.Tensor) -> torch.Tensor:
     return c2w[:, :3, 3]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import torch
 
 from genfusion_ns.errors import UserError
+from genfusion_ns.video.interface import ClipGeometry, RepairedRGBD, VideoRepairModel
 
 NONE, RANDOM_TINY, DEFAULT, IDENTITY = "none", "random-tiny", "default", "identity"
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "video" / "default_model"
@@ -29,17 +30,19 @@ class IdentityRepair:
     but nothing is repaired. Clips follow the shipped model's length and resolution."""
 
     def __init__(self, num_frames: int = 8, height: int = 96, width: int = 96):
-        self.config = SimpleNamespace(num_frames=num_frames, height=height, width=width)
+        self.config = ClipGeometry(num_frames=num_frames, height=height, width=width)
         self.device = torch.device("cpu")
 
-    def to(self, *args, **kwargs) -> "IdentityRepair":
+    def to(self, *args: Any, **kwargs: Any) -> IdentityRepair:
         return self
 
-    def set_progress_bar_config(self, **kwargs) -> None:
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
         pass
 
-    def __call__(self, rgb: torch.Tensor, depth: torch.Tensor, reference: torch.Tensor, **kwargs) -> SimpleNamespace:
-        return SimpleNamespace(rgb=rgb.clone(), depth=depth.clone())
+    def __call__(self, rgb: torch.Tensor, depth: torch.Tensor, reference: torch.Tensor, /,
+                 **sampling: Any) -> RepairedRGBD:
+        """The input clip unchanged; ``reference`` and the sampling settings are accepted and ignored."""
+        return RepairedRGBD(rgb=rgb.clone(), depth=depth.clone())
 
 
 def shipped_model_dir() -> Path:
@@ -116,10 +119,11 @@ def check_model_folder(folder: Path, spec: str) -> None:
                                         "again.")
 
 
-def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
+def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0) -> VideoRepairModel | None:
     """Build the :class:`GenFusionVideoPipeline` named by ``spec`` on ``device`` (fp16 on CUDA, fp32 on CPU).
 
-    Returns ``None`` for ``"none"``.
+    Returns ``None`` for ``"none"`` and :class:`IdentityRepair` for ``"identity"``; every other result is a
+    ``GenFusionVideoPipeline``. All satisfy :class:`~genfusion_ns.video.interface.VideoRepairModel`.
     """
     from genfusion_ns.video import GenFusionVideoPipeline
 
@@ -143,7 +147,7 @@ def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0):
     return pipe
 
 
-def release_from_accelerator(pipe) -> None:
+def release_from_accelerator(pipe: VideoRepairModel | None) -> None:
     """Move a pipeline back to host memory between rounds so reconstruction gets the GPU memory."""
     if pipe is not None and pipe.device.type == "cuda":
         pipe.to("cpu")

@@ -31,6 +31,7 @@ from pytorch_msssim import SSIM
 from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio
 
+from genfusion_ns.axes import flip_camera_axes
 from genfusion_ns.model import losses
 from genfusion_ns.model.config import GenFusionModelConfig
 from genfusion_ns.model.metrics import load_lpips_if_available
@@ -49,7 +50,7 @@ def opengl_c2w_to_opencv_w2c(camera_to_worlds: Tensor) -> Tensor:
 
     Same maths as nerfstudio's ``get_viewmat`` without its ``torch.compile`` (which needs a C++ toolchain at run time).
     """
-    rotation = camera_to_worlds[:, :3, :3] * camera_to_worlds.new_tensor([1.0, -1.0, -1.0])  # flip y and z axes
+    rotation = flip_camera_axes(camera_to_worlds[:, :3, :3])
     translation = camera_to_worlds[:, :3, 3:4]
     rotation_inv = rotation.transpose(1, 2)
     viewmats = torch.zeros(camera_to_worlds.shape[0], 4, 4, device=camera_to_worlds.device)
@@ -57,6 +58,10 @@ def opengl_c2w_to_opencv_w2c(camera_to_worlds: Tensor) -> Tensor:
     viewmats[:, :3, 3:4] = -rotation_inv @ translation
     viewmats[:, 3, 3] = 1.0
     return viewmats
+
+
+LPIPS_MIN_SIZE = 32
+"""Smallest image side LPIPS is computed on (AlexNet's feature maps vanish below ~31 pixels)."""
 
 
 def box_downsample(image: Tensor, factor: int) -> Tensor:
@@ -345,7 +350,7 @@ class GenFusionModel(SplatfactoModel):
         pred = pred_rgb.permute(2, 0, 1)[None]
         metrics = {"psnr": float(self.psnr(pred, gt).item()), "ssim": float(self.ssim(gt, pred).item())}
         lpips = self._lpips()
-        if lpips is not None:
+        if lpips is not None and min(gt.shape[-2:]) >= LPIPS_MIN_SIZE:  # AlexNet's pooling needs >= 31 pixels
             metrics["lpips"] = float(lpips(pred.clamp(0, 1), gt.clamp(0, 1)).item())
         images = {"img": torch.cat([gt_rgb, pred_rgb], dim=1)}
         if "normal_image" in outputs:

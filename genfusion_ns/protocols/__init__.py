@@ -1,6 +1,7 @@
 """Dataset protocols of the paper, shared by data generation and evaluation: the masked (narrow field-of-view) input
 and the sparse-view split."""
 
+from .common import ProtocolError
 from .masked import (
     MaskedDatasetSummary,
     MaskedProtocolConfig,
@@ -15,6 +16,7 @@ __all__ = [
     "MaskedDatasetSummary",
     "MaskedProtocolConfig",
     "MaskedProtocolError",
+    "ProtocolError",
     "SparseProtocolConfig",
     "SparseProtocolError",
     "bouncing_patch_path",

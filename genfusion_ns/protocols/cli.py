@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import tyro
 from rich.console import Console
 
-from .masked import MaskedProtocolConfig, MaskedProtocolError, make_masked_dataset
+from genfusion_ns.outputs import exit_with_error
+
+from .masked import COMMAND, MaskedProtocolConfig, MaskedProtocolError, make_masked_dataset
 
 CONSOLE = Console()
 
@@ -17,8 +17,7 @@ def entrypoint() -> None:
     try:
         summary = make_masked_dataset(config)
     except MaskedProtocolError as error:
-        CONSOLE.print(f"[bold red]genfusion-mask-dataset: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        exit_with_error(COMMAND, error)
     CONSOLE.print(f"Wrote {summary.output}: {len(summary.train_files)} masked training frames, "
                   f"{len(summary.eval_files)} full-frame evaluation frames ({config.placement} patch).")
 

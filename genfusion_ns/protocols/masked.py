@@ -18,23 +18,24 @@ Two patch placements:
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-PROTOCOL_FILE = "masked_protocol.json"
-MASK_DIR = "masks"
+from . import common
+
+COMMAND = "genfusion-mask-dataset"
+PROTOCOL_FILE = common.MASKED_PROTOCOL_FILE
 AUTHORS_STEP_RANGE = (5, 30)
 """Random per-move step of the authors' moving patch, in pixels of their 960-pixel-wide images."""
 AUTHORS_IMAGE_WIDTH = 960
 MAX_PROPOSALS = 1000
 
 
-class MaskedProtocolError(ValueError):
+class MaskedProtocolError(common.ProtocolError):
     """The source dataset or an option cannot be used; the message says what to change."""
 
 
@@ -45,7 +46,8 @@ class MaskedProtocolConfig:
     source: Path
     """nerfstudio dataset folder (with transforms.json); it is only read."""
     output: Path
-    """New dataset folder to write (must be empty or absent unless --overwrite)."""
+    """New dataset folder to write (must be empty or absent, or an earlier output of this tool with --overwrite);
+    never the source, inside it, or holding it."""
     placement: Literal["corner", "moving"] = "corner"
     """"corner": one random corner per scene for all frames (data generation); "moving": bouncing patch path."""
     downsample: int = 1
@@ -63,7 +65,7 @@ class MaskedProtocolConfig:
     link_mode: Literal["symlink", "copy"] = "symlink"
     """How the source's files (images, depths, ...) enter the new folder."""
     overwrite: bool = False
-    """Replace an existing non-empty output folder."""
+    """Replace an earlier genfusion-mask-dataset output in --output (never a folder this tool did not write)."""
 
 
 @dataclass
@@ -154,61 +156,6 @@ def scaled_step_range(width: int, step_range: tuple[int, int] | None) -> tuple[i
 # ---------------------------------------------------------------------------------------------- dataset writing
 
 
-def _read_transforms(source: Path) -> dict:
-    path = source / "transforms.json"
-    if not path.is_file():
-        raise MaskedProtocolError(
-            f"{source} is not a nerfstudio dataset folder (no transforms.json); pass the folder that holds it.")
-    meta = json.loads(path.read_text())
-    if not meta.get("frames"):
-        raise MaskedProtocolError(f"{path} lists no frames.")
-    return meta
-
-
-def _prepare_output(config: MaskedProtocolConfig) -> None:
-    source, output = config.source.resolve(), config.output.resolve()
-    if output == source or source in output.parents:
-        raise MaskedProtocolError(f"--output {config.output} must not be the source dataset or inside it.")
-    if output.exists() and not output.is_dir():
-        raise MaskedProtocolError(f"--output {config.output} exists and is not a folder; choose another path.")
-    if output.is_dir() and any(output.iterdir()):
-        if not config.overwrite:
-            raise MaskedProtocolError(
-                f"--output {config.output} already contains files; choose an empty folder or pass --overwrite.")
-        shutil.rmtree(output)
-    output.mkdir(parents=True, exist_ok=True)
-
-
-def _is_mask_entry(name: str) -> bool:
-    return name == MASK_DIR or (name.startswith(f"{MASK_DIR}_") and name[len(MASK_DIR) + 1:].isdigit())
-
-
-def _link_source_entries(source: Path, output: Path, mode: str) -> None:
-    """Make every source entry except transforms.json and mask folders visible under ``output``."""
-    for entry in sorted(source.iterdir()):
-        if entry.name in ("transforms.json", PROTOCOL_FILE) or _is_mask_entry(entry.name):
-            continue
-        link_entry(entry, output / entry.name, mode)
-
-
-def link_entry(entry: Path, target: Path, mode: str) -> None:
-    """Make ``entry`` of the source visible at ``target``: a symlink, or a copy (``mode="copy"``)."""
-    if mode == "symlink":
-        target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-    elif entry.is_dir():
-        shutil.copytree(entry, target)
-    else:
-        shutil.copy2(entry, target)
-
-
-def _image_size(meta: dict, frame: dict, source: Path) -> tuple[int, int]:
-    width, height = frame.get("w", meta.get("w")), frame.get("h", meta.get("h"))
-    if width is None or height is None:
-        with Image.open(source / frame["file_path"]) as image:
-            return image.size
-    return int(width), int(height)
-
-
 def _pyramid_factors(source: Path) -> list[int]:
     """Downscale factors N of the source's ``images_N`` folders (nerfstudio looks for ``masks_N`` next to them)."""
     factors = []
@@ -237,7 +184,7 @@ def _source_mask(source: Path, frame: dict, size: tuple[int, int], factor: int) 
     if "mask_path" not in frame:
         return None
     relative = Path(frame["mask_path"])
-    path = source / relative if factor == 1 else source / f"{MASK_DIR}_{factor}" / relative.name
+    path = source / relative if factor == 1 else source / f"{common.MASK_DIR}_{factor}" / relative.name
     if not path.is_file():
         path = source / relative
     with Image.open(path) as image:
@@ -245,27 +192,14 @@ def _source_mask(source: Path, frame: dict, size: tuple[int, int], factor: int) 
         return np.asarray(mask) > 0
 
 
-def _frame_intrinsics(meta: dict, frame: dict) -> tuple[float, float, float, float]:
-    return tuple(float(frame.get(key, meta.get(key))) for key in ("fl_x", "fl_y", "cx", "cy"))  # type: ignore
-
-
 def points_in_patches(points: np.ndarray, meta: dict, frames: list[dict], patches: list[FramePatch]) -> np.ndarray:
-    """Boolean ``[N]``: the point lies in front of some training camera and projects inside its patch.
-
-    ``transform_matrix`` is nerfstudio's OpenGL camera-to-world (x right, y up, looking along -z); distortion is
-    ignored (a patch-level test does not need it).
-    """
+    """Boolean ``[N]``: the point lies in front of some training camera and projects inside its patch."""
     keep = np.zeros(len(points), dtype=bool)
     for frame, patch in zip(frames, patches):
         if patch.split != "train" or patch.x is None:
             continue
-        fx, fy, cx, cy = _frame_intrinsics(meta, frame)
-        c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)[:3]
-        local = (points - c2w[:, 3]) @ c2w[:, :3]  # world -> camera (OpenGL axes)
-        depth = -local[:, 2]
+        u, v, depth = common.project_points(points, meta, frame)
         front = depth > 1e-6
-        u = fx * local[:, 0] / np.where(front, depth, 1.0) + cx
-        v = -fy * local[:, 1] / np.where(front, depth, 1.0) + cy
         inside = (u >= patch.x) & (u < patch.x + patch.width) & (v >= patch.y) & (v < patch.y + patch.height)
         keep |= front & inside
     return keep
@@ -276,20 +210,10 @@ def _write_filtered_points(source: Path, output: Path, meta: dict, frames: list[
     """Write the seed points seen by the training patches; returns the new ``ply_file_path`` (None: no points)."""
     if "ply_file_path" not in meta:
         return None
-    import open3d as o3d  # nerfstudio's own point-cloud reader
-
-    cloud = o3d.io.read_point_cloud(str(source / meta["ply_file_path"]))
-    points = np.asarray(cloud.points)
-    keep = points_in_patches(points, meta, frames, patches)
-    filtered = o3d.geometry.PointCloud()
-    filtered.points = o3d.utility.Vector3dVector(points[keep])
-    if cloud.has_colors():
-        filtered.colors = o3d.utility.Vector3dVector(np.asarray(cloud.colors)[keep])
+    cloud = common.read_point_cloud(source, meta)
+    keep = points_in_patches(np.asarray(cloud.points), meta, frames, patches)
     name = "masked_points.ply"
-    target = output / name
-    if target.is_symlink():  # a linked source entry of the same name: never write through it into the source
-        target.unlink()
-    o3d.io.write_point_cloud(str(target), filtered)
+    common.write_point_subset(cloud, keep, output / name)
     return name
 
 
@@ -305,17 +229,22 @@ def make_masked_dataset(config: MaskedProtocolConfig) -> MaskedDatasetSummary:
     if not 0.0 < config.patch_fraction <= 1.0:
         raise MaskedProtocolError(f"--patch-fraction must be in (0, 1], got {config.patch_fraction}")
     source = Path(config.source)
-    meta = _read_transforms(source)
-    _prepare_output(config)
-    output = Path(config.output)
+    meta = common.read_transforms(source, MaskedProtocolError)
+    with common.protocol_output(config, COMMAND, MaskedProtocolError) as output:
+        summary = _write_masked_dataset(config, source, meta, output)
+    return replace(summary, output=Path(config.output))
 
-    frames = sorted(meta["frames"], key=lambda f: str(f["file_path"]))  # nerfstudio's (and the capture's) order
+
+def _write_masked_dataset(config: MaskedProtocolConfig, source: Path, meta: dict,
+                          output: Path) -> MaskedDatasetSummary:
+    """Write the masked dataset into ``output`` (the staged folder of :func:`make_masked_dataset`)."""
+    frames = common.sorted_frames(meta)
     names = [Path(f["file_path"]).stem for f in frames]
     if len(set(names)) != len(names):
         raise MaskedProtocolError("image file names (without folders) must be unique to name the masks.")
     train_ids = list(range(0, len(frames), config.downsample))
     eval_ids = [i for i in range(len(frames)) if i not in set(train_ids)] or list(range(len(frames)))
-    sizes = [_image_size(meta, frame, source) for frame in frames]
+    sizes = [common.image_size(meta, frame, source) for frame in frames]
     rng = np.random.default_rng(config.seed)
 
     ref_width, ref_height = sizes[0]
@@ -331,7 +260,7 @@ def make_masked_dataset(config: MaskedProtocolConfig) -> MaskedDatasetSummary:
     train_set = set(train_ids)
     for i, frame in enumerate(frames):
         width, height = sizes[i]
-        mask_path = f"{MASK_DIR}/{names[i]}.png"
+        mask_path = f"{common.MASK_DIR}/{names[i]}.png"
         if i in train_set:
             pw, ph = max(1, round(width * config.patch_fraction)), max(1, round(height * config.patch_fraction))
             # Frames of another size keep the patch's relative position.
@@ -341,8 +270,8 @@ def make_masked_dataset(config: MaskedProtocolConfig) -> MaskedDatasetSummary:
         else:
             patches.append(FramePatch(frame["file_path"], mask_path, "eval"))
 
-    _link_source_entries(source, output, config.link_mode)
-    levels = [(1, MASK_DIR)] + [(n, f"{MASK_DIR}_{n}") for n in _pyramid_factors(source)]
+    common.link_source_entries(source, output, config.link_mode, masks=False)
+    levels = [(1, common.MASK_DIR)] + [(n, f"{common.MASK_DIR}_{n}") for n in _pyramid_factors(source)]
     new_frames = []
     for frame, patch, size in zip(frames, patches, sizes):
         for factor, folder in levels:
@@ -366,11 +295,8 @@ def make_masked_dataset(config: MaskedProtocolConfig) -> MaskedDatasetSummary:
     points_file = _write_filtered_points(source, output, meta, frames, patches) if config.filter_points else None
     if points_file is not None:
         meta = {**meta, "ply_file_path": points_file}
-    new_meta = {**meta, "frames": new_frames, "train_filenames": train_files, "val_filenames": eval_files,
-                "test_filenames": eval_files}
-    (output / "transforms.json").write_text(json.dumps(new_meta, indent=2))
+    common.write_split_transforms(output, meta, new_frames, train_files, eval_files)
     record = {"protocol": "genfusion-masked", "source": str(source.resolve()),
-              "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-              "patches": [asdict(p) for p in patches]}
+              "config": common.config_record(config), "patches": [asdict(p) for p in patches]}
     (output / PROTOCOL_FILE).write_text(json.dumps(record, indent=2))
     return MaskedDatasetSummary(output, train_files, eval_files, patches)

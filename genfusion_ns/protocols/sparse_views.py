@@ -16,9 +16,8 @@ saw there. Without depth maps only the frustum test is possible, and the protoco
 from __future__ import annotations
 
 import json
-import sys
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -26,17 +25,11 @@ import numpy as np
 import tyro
 from PIL import Image
 
-from .masked import (
-    MaskedProtocolError,
-    _frame_intrinsics,
-    _image_size,
-    _is_mask_entry,
-    _link_source_entries,
-    _prepare_output,
-    _read_transforms,
-    link_entry,
-)
+from genfusion_ns.outputs import exit_with_error
 
+from . import common
+
+COMMAND = "genfusion-sparse-split"
 PROTOCOL_FILE = "sparse_protocol.json"
 FILTERED_PLY = "sparse_view_points.ply"
 NERFSTUDIO_DEPTH_UNIT_SCALE = 1e-3
@@ -45,7 +38,7 @@ PINHOLE_MODELS = ("OPENCV", "PINHOLE", "SIMPLE_PINHOLE", "PERSPECTIVE")
 """Camera models whose projection a pinhole test handles (OPENCV's distortion is ignored: a visibility test)."""
 
 
-class SparseProtocolError(MaskedProtocolError):
+class SparseProtocolError(common.ProtocolError):
     """The source dataset, the split or an option cannot be used; the message says what to change."""
 
 
@@ -56,7 +49,8 @@ class SparseProtocolConfig:
     source: tyro.conf.Positional[Path]
     """nerfstudio dataset folder (with transforms.json); it is only read."""
     output: Path
-    """New dataset folder to write (must be empty or absent unless --overwrite)."""
+    """New dataset folder to write (must be empty or absent, or an earlier output of this tool with --overwrite);
+    never the source, inside it, or holding it."""
     split_file: Path | None = None
     """JSON with ``train_ids``/``test_ids`` (authors' ``train_test_split_{N}.json``, indices into the file-name
     sorted frames) or with ``train_filenames``/``test_filenames`` (nerfstudio lists). Without it (and without
@@ -73,7 +67,7 @@ class SparseProtocolConfig:
     link_mode: Literal["symlink", "copy"] = "symlink"
     """How the source's files (images, depths, masks, ...) enter the new folder."""
     overwrite: bool = False
-    """Replace an existing non-empty output folder."""
+    """Replace an earlier genfusion-sparse-split output in --output (never a folder this tool did not write)."""
 
 
 @dataclass
@@ -228,16 +222,6 @@ def load_depth_map(path: Path, unit_scale: float) -> np.ndarray:
     return depth * unit_scale
 
 
-def project_points(points: np.ndarray, meta: dict, frame: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel coordinates ``u, v`` and camera depth ``z`` of world points (OpenGL camera-to-world, as masked.py)."""
-    fx, fy, cx, cy = _frame_intrinsics(meta, frame)
-    c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)[:3]
-    local = (points - c2w[:, 3]) @ c2w[:, :3]
-    depth = -local[:, 2]
-    safe = np.where(depth > 1e-9, depth, 1.0)
-    return fx * local[:, 0] / safe + cx, -fy * local[:, 1] / safe + cy, depth
-
-
 def points_seen_by_views(
     points: np.ndarray,
     meta: dict,
@@ -257,8 +241,8 @@ def points_seen_by_views(
     depth_tested = True
     for i in view_ids:
         frame = frames[i]
-        width, height = _image_size(meta, frame, source)
-        u, v, z = project_points(points, meta, frame)
+        width, height = common.image_size(meta, frame, source)
+        u, v, z = common.project_points(points, meta, frame)
         visible = (z > 1e-6) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
         if "depth_file_path" in frame:
             depth = load_depth_map(source / frame["depth_file_path"], depth_unit_scale)
@@ -279,38 +263,12 @@ def restriction_obstacle(meta: dict, frames: list[dict]) -> str | None:
     unsupported = sorted(models - set(PINHOLE_MODELS))
     if unsupported:
         return f"camera model {', '.join(unsupported)} is not a pinhole projection"
-    keys = ("fl_x", "fl_y", "cx", "cy")
-    if any(frame.get(k, meta.get(k)) is None for frame in frames for k in keys):
+    if any(frame.get(k, meta.get(k)) is None for frame in frames for k in common.INTRINSICS):
         return "some frames lack pinhole intrinsics (fl_x, fl_y, cx, cy)"
     return None
 
 
 # ---------------------------------------------------------------------------------------------- dataset writing
-
-
-def _link_source(source: Path, output: Path, mode: str) -> None:
-    """The masked protocol's linking plus the source's own masks (a sparse split keeps them valid)."""
-    _link_source_entries(source, output, mode)
-    for entry in sorted(source.iterdir()):
-        if _is_mask_entry(entry.name):
-            link_entry(entry, output / entry.name, mode)
-
-
-def _fresh_path(path: Path) -> Path:
-    """``path`` with any link to a source file removed, so writing it can never write into the source."""
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    return path
-
-
-def _as_sparse_error(helper, *args):
-    """Run a masked-protocol helper, reporting its errors as this protocol's errors."""
-    try:
-        return helper(*args)
-    except SparseProtocolError:
-        raise
-    except MaskedProtocolError as error:
-        raise SparseProtocolError(str(error)) from error
 
 
 def _depth_unit_scale(config: SparseProtocolConfig, meta: dict) -> float:
@@ -325,15 +283,22 @@ def make_sparse_dataset(config: SparseProtocolConfig) -> SparseDatasetSummary:
         raise SparseProtocolError(f"--depth-tolerance must be >= 0, got {config.depth_tolerance}")
     config = replace(config, source=Path(config.source), output=Path(config.output))
     source = config.source
-    meta = _as_sparse_error(_read_transforms, source)
-    frames = sorted(
-        meta["frames"], key=lambda f: str(f["file_path"])
-    )  # nerfstudio's order = the authors' ids
+    meta = common.read_transforms(source, SparseProtocolError)
+    frames = common.sorted_frames(meta)
     frame_files = [str(f["file_path"]) for f in frames]
     split = read_split(config, meta, frame_files)
-    _as_sparse_error(_prepare_output, config)  # after validation: a bad split leaves no half-written folder
-    output = config.output
-    _link_source(source, output, config.link_mode)
+    # After validation, so a bad split creates nothing; written next to --output and renamed when complete.
+    inputs = {"--split-file": config.split_file}
+    with common.protocol_output(config, COMMAND, SparseProtocolError, inputs) as output:
+        summary = _write_sparse_dataset(config, meta, frames, frame_files, split, output)
+    return replace(summary, output=config.output)
+
+
+def _write_sparse_dataset(config: SparseProtocolConfig, meta: dict, frames: list[dict], frame_files: list[str],
+                          split: SparseSplit, output: Path) -> SparseDatasetSummary:
+    """Write the sparse-view dataset into ``output`` (the staged folder of :func:`make_sparse_dataset`)."""
+    source = config.source
+    common.link_source_entries(source, output, config.link_mode, masks=True)  # the source's masks stay valid
 
     notes: list[str] = []
     points_record: dict = {"source_ply": meta.get("ply_file_path"), "filter_requested": config.filter_points}
@@ -341,9 +306,7 @@ def make_sparse_dataset(config: SparseProtocolConfig) -> SparseDatasetSummary:
     if "ply_file_path" not in meta:
         notes.append("the source has no ply_file_path: nerfstudio methods start from random points.")
     else:
-        import open3d as o3d  # nerfstudio's own point-cloud reader
-
-        cloud = o3d.io.read_point_cloud(str(source / meta["ply_file_path"]))
+        cloud = common.read_point_cloud(source, meta)
         points = np.asarray(cloud.points)
         num_source = len(points)
         obstacle = None if config.filter_points else "disabled with --no-filter-points"
@@ -370,11 +333,7 @@ def make_sparse_dataset(config: SparseProtocolConfig) -> SparseDatasetSummary:
                     "(occluded points seen by no training view may remain)."
                 )
             keep = visibility.seen
-            filtered = o3d.geometry.PointCloud()
-            filtered.points = o3d.utility.Vector3dVector(points[keep])
-            if cloud.has_colors():
-                filtered.colors = o3d.utility.Vector3dVector(np.asarray(cloud.colors)[keep])
-            o3d.io.write_point_cloud(str(_fresh_path(output / FILTERED_PLY)), filtered, write_ascii=False)
+            common.write_point_subset(cloud, keep, output / FILTERED_PLY)
             meta = {**meta, "ply_file_path": FILTERED_PLY}
             num_points = int(keep.sum())
             if num_points == 0:
@@ -390,22 +349,15 @@ def make_sparse_dataset(config: SparseProtocolConfig) -> SparseDatasetSummary:
             }
         )
     for note in notes:
-        warnings.warn(f"genfusion-sparse-split: {note}", stacklevel=2)
+        warnings.warn(f"{COMMAND}: {note}", stacklevel=3)
 
     train_files = [frame_files[i] for i in split.train_ids]
     test_files = [frame_files[i] for i in split.test_ids]
-    new_meta = {
-        **meta,
-        "frames": frames,
-        "train_filenames": train_files,
-        "val_filenames": test_files,
-        "test_filenames": test_files,
-    }
-    _fresh_path(output / "transforms.json").write_text(json.dumps(new_meta, indent=2))
+    common.write_split_transforms(output, meta, frames, train_files, test_files)
     record = {
         "protocol": "genfusion-sparse-views",
         "source": str(source.resolve()),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "config": common.config_record(config),
         "split": {
             "origin": split.origin,
             "train_ids": split.train_ids,
@@ -418,7 +370,7 @@ def make_sparse_dataset(config: SparseProtocolConfig) -> SparseDatasetSummary:
         "points_from_all_views": all_views,
         "notes": notes,
     }
-    _fresh_path(output / PROTOCOL_FILE).write_text(json.dumps(record, indent=2))
+    common.fresh_path(output / PROTOCOL_FILE).write_text(json.dumps(record, indent=2))
     return SparseDatasetSummary(
         output, train_files, test_files, num_source, num_points, all_views, depth_tested, notes
     )
@@ -434,9 +386,8 @@ def entrypoint() -> None:
         with warnings.catch_warnings(record=True):  # the notes are printed below, once
             warnings.simplefilter("always")
             summary = make_sparse_dataset(config)
-    except MaskedProtocolError as error:
-        console.print(f"[bold red]genfusion-sparse-split: error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    except common.ProtocolError as error:
+        exit_with_error(COMMAND, error)
     points = (
         "no seed points"
         if summary.num_points is None

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from genfusion_ns.axes import flip_camera_axes
+
 WORLD_UP = np.array([0.0, 0.0, 1.0])
 
 
@@ -24,7 +26,7 @@ class PinholeCameras:
     @property
     def c2w_opengl(self) -> np.ndarray:
         """nerfstudio's ``transform_matrix`` convention: x right, y up, z back."""
-        return self.c2w_opencv @ np.diag([1.0, -1.0, -1.0, 1.0])
+        return flip_camera_axes(self.c2w_opencv)
 
     def K(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])

@@ -8,18 +8,20 @@ import time
 import tyro
 from rich.console import Console
 
-from .config import SceneConfig, SceneConfigError
+from genfusion_ns.outputs import exit_with_error
+
+from .config import COMMAND, SceneConfig, SceneConfigError
 from .generate import generate_scene
 
 
 def main(config: SceneConfig) -> int:
+    """Generate the scene and print where it went; a bad option exits with status 2 and one line on stderr."""
     console = Console(stderr=True)
     start = time.perf_counter()
     try:
         summary = generate_scene(config=config)
     except SceneConfigError as error:
-        console.print(f"[bold red]genfusion-scene: error:[/] {error}", highlight=False, soft_wrap=True)
-        return 2
+        exit_with_error(COMMAND, error)
     console.print(
         f"Wrote {config.views} views ({len(summary.train_indices)} train, {len(summary.test_indices)} held out) and "
         f"{summary.num_points} seed points to {summary.out} in {time.perf_counter() - start:.1f} s. "

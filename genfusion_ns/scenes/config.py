@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+from genfusion_ns.outputs import check_output_folder
+
+COMMAND = "genfusion-scene"
+MIN_IMAGE_SIDE = 3
+"""Smallest image side that trains with every GenFusion method: at 1 px the SSIM loss gets a collapsed image, at
+2 px the fusion methods' repair crop (the video model's aspect ratio) is 1 px high; 3 px trains them all. Metrics
+such as LPIPS (AlexNet) need 31 px or more."""
+MAX_IMAGE_SIDE = 4096
+
 
 class SceneConfigError(ValueError):
     """An option of ``genfusion-scene`` is invalid; the message says which and what to do."""
@@ -17,7 +26,8 @@ class SceneConfig:
     """Procedurally generate a multi-view scene as a nerfstudio dataset (`nerfstudio-data` reads it unchanged)."""
 
     out: Path = Path("data/genfusion-scene")
-    """Output folder of the dataset (created; must be empty or absent unless --overwrite)."""
+    """Output folder of the dataset (created; must be empty or absent, or an earlier genfusion-scene output with
+    --overwrite)."""
     seed: int = 0
     """Random seed: the same seed gives byte-identical files."""
     views: int = 24
@@ -25,7 +35,7 @@ class SceneConfig:
     train_views: Union[int, Literal["all"]] = 3
     """Number of training views (sparse splits: 3, 6, 9, ...), or "all" (every view but each 8th, held out)."""
     resolution: int = 96
-    """Image height in pixels."""
+    """Image height in pixels (at least 3, the smallest size that trains; 32 or more for LPIPS)."""
     aspect: float = 1.0
     """Width / height."""
     kind: Literal["room", "object"] = "room"
@@ -41,7 +51,7 @@ class SceneConfig:
     point_noise: float = 0.01
     """Standard deviation of the seed points' position noise, in metres."""
     overwrite: bool = False
-    """Replace an existing non-empty output folder."""
+    """Replace an earlier genfusion-scene output in --out (never a folder this command did not write)."""
 
     @property
     def width(self) -> int:
@@ -62,10 +72,17 @@ class SceneConfig:
                 raise SceneConfigError(
                     f"--train-views ({k}) must be smaller than --views ({self.views}) so that some views are held out "
                     "for evaluation; raise --views or use --train-views all.")
-        if self.resolution < 1 or self.resolution > 4096:
-            raise SceneConfigError(f"--resolution must be between 1 and 4096 pixels (got {self.resolution}).")
+        if not MIN_IMAGE_SIDE <= self.resolution <= MAX_IMAGE_SIDE:
+            raise SceneConfigError(
+                f"--resolution must be between {MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE} pixels (got {self.resolution}): "
+                f"smaller images cannot be trained; use {MIN_IMAGE_SIDE} or more (32 or more to get LPIPS too).")
         if not 0.1 <= self.aspect <= 10:
             raise SceneConfigError(f"--aspect must be between 0.1 and 10 (got {self.aspect}).")
+        if not MIN_IMAGE_SIDE <= self.width <= MAX_IMAGE_SIDE:
+            raise SceneConfigError(
+                f"--aspect {self.aspect} at --resolution {self.resolution} makes images {self.width} px wide; the "
+                f"width must be between {MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE} pixels to train: change --resolution "
+                "or --aspect.")
         if not 1.0 <= self.fov_degrees <= 150.0:
             raise SceneConfigError(f"--fov-degrees must be between 1 and 150 (got {self.fov_degrees}).")
         if self.supersample < 1:
@@ -78,12 +95,9 @@ class SceneConfig:
 
     def _validate_out(self) -> None:
         out = Path(self.out)
-        if out.exists() and not out.is_dir():
-            raise SceneConfigError(f"--out {out} exists and is not a folder; choose another path.")
-        if out.is_dir() and any(out.iterdir()) and not self.overwrite:
-            raise SceneConfigError(
-                f"--out {out} already contains files; choose an empty folder or pass --overwrite to replace it.")
-        parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+        check_output_folder(out, self.overwrite, COMMAND, flag="--out", error=SceneConfigError)
+        # The dataset is written next to --out, then renamed into place: the folder holding --out must be writable.
+        parent = next((p for p in out.expanduser().resolve().parents if p.exists()), Path("."))
         if not parent.is_dir():
             raise SceneConfigError(f"--out {out} is not writable: {parent} is a file, not a folder; choose another path.")
         if not os.access(parent, os.W_OK | os.X_OK):

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from genfusion_ns.axes import flip_camera_axes
+from genfusion_ns.outputs import staged_output_folder
+
 from .cameras import PinholeCameras, arc_path, intrinsics_for, orbit_path
-from .config import SceneConfig, SceneConfigError
+from .config import COMMAND, SceneConfig, SceneConfigError
 from .dataset import sample_seed_points, settings_record, split_indices, write_dataset
 from .layout import LAYOUTS, SceneLayout
 from .render import render_view
@@ -58,13 +60,9 @@ def generate_scene(out: str | Path | None = None, config: SceneConfig | None = N
     points, colors = sample_seed_points(cameras, depths, images, train, config.points_per_view,
                                         config.point_noise, rng)
     out_dir = Path(config.out)
-    try:
-        if out_dir.exists() and config.overwrite:
-            shutil.rmtree(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SceneConfigError(f"--out {out_dir} is not writable ({error.strerror}); choose another path.") from error
-    write_dataset(out_dir, cameras, images, depths, train, test, points, colors, settings_record(config))
+    # Written next to --out and renamed into place: a crashed run never leaves a dataset that looks finished.
+    with staged_output_folder(out_dir, config.overwrite, COMMAND, flag="--out", error=SceneConfigError) as staged:
+        write_dataset(staged, cameras, images, depths, train, test, points, colors, settings_record(config))
     return SceneSummary(out_dir, train, test, len(points))
 
 
@@ -82,7 +80,7 @@ def render_scene_views(scene_dir: str | Path, c2w_opengl: np.ndarray, fx: np.nda
     for i in range(len(c2w_opengl)):
         c2w = np.eye(4)
         c2w[:3, :] = np.asarray(c2w_opengl[i], dtype=np.float64)[:3, :]
-        cameras = PinholeCameras((c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))[None], float(fx[i]), float(fy[i]),
+        cameras = PinholeCameras(flip_camera_axes(c2w)[None], float(fx[i]), float(fy[i]),
                                  float(cx[i]), float(cy[i]), int(width), int(height))
         view = render_view(layout, cameras, 0, int(settings.get("supersample", 2)))
         rgbs.append(view.rgb)

@@ -2,8 +2,8 @@
 
 ``GenFusionVideoPipeline`` (``pipeline``) repairs rendered RGB-D clips given a reference image; its scheduler
 is ``GenFusionDDIMScheduler`` (``scheduling``); pixel conventions live in ``preprocess``; the networks in
-``models``. Names are resolved lazily so that ``import genfusion_ns.video`` does not import diffusers until
-one is used.
+``models``; ``VideoRepairModel`` (``interface``) is the contract the fusion rounds use. Names are resolved
+lazily so that ``import genfusion_ns.video`` does not import diffusers until one is used.
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ _EXPORTS = {
     "GenFusionVideoPipeline": "pipeline",
     "GenFusionVideoPipelineOutput": "pipeline",
     "GenFusionDDIMScheduler": "scheduling",
+    "VideoRepairModel": "interface",
+    "VideoRepairOutput": "interface",
 }
 
-__all__ = ["GenFusionDDIMScheduler", "GenFusionVideoPipeline", "GenFusionVideoPipelineOutput"]
+__all__ = [
+    "GenFusionDDIMScheduler",
+    "GenFusionVideoPipeline",
+    "GenFusionVideoPipelineOutput",
+    "VideoRepairModel",
+    "VideoRepairOutput",
+]
 
 
 def __getattr__(name: str) -> Any:

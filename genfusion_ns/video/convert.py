@@ -7,7 +7,7 @@ noise-schedule buffers. Conversion
 
 1. loads the file memory-mapped (``mmap=True, weights_only=True``) and maps every key through the config-generated
    tables of :mod:`genfusion_ns.video.models.keymap`, refusing with a full list any key it does not expect and any
-   weight it is missing (in the authors' naming);
+   weight it is missing (in the authors' naming) -- these reading steps live in :mod:`.checkpoint`;
 2. checks the schedule buffers against the configured scheduler and reads DynamiCrafter's dynamic-rescale
    parameters from ``scale_arr`` (the authors' sampler uses the checkpoint's buffers);
 3. builds each network without parameter storage and assigns the checkpoint tensors (peak memory ≈ one copy);
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,170 +30,24 @@ import torch
 import tyro
 from torch import nn
 
+from genfusion_ns.outputs import check_output_folder, exit_with_error, staged_output_folder
+
+from .checkpoint import check_component_keys, key_mappings, load_authors_checkpoint, split_checkpoint
+from .models.architectures import CLIP_VIT_H_14_HUB_ID, LDM3D_4C_HUB_ID
 from .models.build import COMPONENT_NAMES, build_component
-from .models.configs import (
-    CLIP_VIT_H_14_HUB_ID,
-    LDM3D_4C_HUB_ID,
-    GenFusionModelConfig,
-    load_model_config,
-)
-from .models.keymap import (
-    CLIP_PREFIX,
-    SCHEDULE_BUFFERS,
-    VAE_PREFIX,
-    KeyMapping,
-    clip_vision_key_mapping,
-    is_unused_key,
-    resampler_key_mapping,
-    unet_key_mapping,
-    vae_key_mapping,
-)
+from .models.configs import VideoModelConfig, load_model_config
+from .models.keymap import CLIP_PREFIX, VAE_PREFIX
 
-# Components the authors' checkpoint must always contain (GenFusion's own weights); the VAE and the CLIP tower are
-# stock models and may come from their public repositories instead.
-REQUIRED_COMPONENTS = ("unet", "image_proj")
-DEEPSPEED_PREFIX = "_forward_module."
-MAX_LISTED_KEYS = 40
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class CheckpointKeyError(ValueError):
-    """The checkpoint does not match the configured model; lists every offending key."""
-
-    def __init__(self, missing: list[str], unexpected: list[str], mismatched: list[str], hint: str = ""):
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
-        parts = ["the checkpoint does not match the GenFusion model config:"]
-        for title, keys in (
-            ("missing weights (authors' names)", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        ):
-            if keys:
-                listed = "\n    ".join(keys[:MAX_LISTED_KEYS])
-                more = (
-                    f"\n    ... and {len(keys) - MAX_LISTED_KEYS} more" if len(keys) > MAX_LISTED_KEYS else ""
-                )
-                parts.append(f"  {len(keys)} {title}:\n    {listed}{more}")
-        if hint:
-            parts.append(hint)
-        super().__init__("\n".join(parts))
-
-
-# ----------------------------------------------------------------------------------------------- reading
-
-
-def load_authors_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The flat state dict of an authors'-format checkpoint, memory-mapped where the file format allows.
-
-    Accepts a Lightning checkpoint (``{"state_dict": ...}``), a DeepSpeed-style ``{"module": ...}`` whose keys start
-    with ``_forward_module.``, or a bare state dict; renames ``framestride_embed`` to ``fps_embedding`` like the
-    authors' loader does.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError:  # legacy (non-zip) serialisation cannot be memory-mapped
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        state = data["state_dict"]
-    elif isinstance(data, dict) and isinstance(data.get("module"), dict):
-        state = {k.removeprefix(DEEPSPEED_PREFIX): v for k, v in data["module"].items()}
-    elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
-        state = data
-    else:
-        top = sorted(data)[:10] if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path} is not a GenFusion checkpoint (no 'state_dict'; top level: {top})")
-    return {k.replace("framestride_embed", "fps_embedding"): v for k, v in state.items()}
-
-
-def key_mappings(config: GenFusionModelConfig, clip_module_prefix: str = "") -> dict[str, KeyMapping]:
-    """Per component, the mapping from the authors' keys (generated from ``config``)."""
-    return {
-        "unet": unet_key_mapping(config.unet),
-        "image_proj": resampler_key_mapping(int(config.image_proj["depth"])),
-        "image_encoder": clip_vision_key_mapping(
-            int(config.image_encoder["num_hidden_layers"]), clip_module_prefix
-        ),
-        "vae": vae_key_mapping(),
-    }
-
-
-@dataclass
-class SplitCheckpoint:
-    """An authors' state dict sorted into the parts conversion needs.
-
-    Attributes:
-        components: component name → state dict in the component's own naming (only components present).
-        schedule: the root schedule buffers (``alphas_cumprod``, ``scale_arr``, ...).
-        dropped: keys intentionally discarded (unused text tower, CLIP text leftovers and projection).
-        unrecognised: keys no rule covers (refused).
-    """
-
-    components: dict[str, dict[str, torch.Tensor]]
-    schedule: dict[str, torch.Tensor]
-    dropped: list[str]
-    unrecognised: list[str]
-
-
-def split_checkpoint(state: dict[str, torch.Tensor], mappings: dict[str, KeyMapping]) -> SplitCheckpoint:
-    """Sort every entry of ``state`` (emptied on the way, so no tensor is referenced twice)."""
-    components: dict[str, dict[str, torch.Tensor]] = {}
-    schedule, dropped, unrecognised = {}, [], []
-    for key in list(state):
-        tensor = state.pop(key)
-        if key in SCHEDULE_BUFFERS:
-            schedule[key] = tensor
-            continue
-        if is_unused_key(key):
-            dropped.append(key)
-            continue
-        for name, mapping in mappings.items():
-            if mapping.handles(key):
-                components.setdefault(name, {}).update(mapping.convert(key, tensor))
-                break
-        else:
-            unrecognised.append(key)
-    return SplitCheckpoint(components, schedule, sorted(dropped), sorted(unrecognised))
-
-
-def check_component_keys(
-    split: SplitCheckpoint,
-    expected: dict[str, dict[str, torch.Size]],
-    mappings: dict[str, KeyMapping],
-) -> None:
-    """Raise :class:`CheckpointKeyError` unless every present component matches its module exactly."""
-    missing, unexpected, mismatched = [], list(split.unrecognised), []
-    for name in REQUIRED_COMPONENTS:
-        if name not in split.components:
-            missing.append(f"(every {name} weight: no key of the authors' {name} is in the checkpoint)")
-    for name, state in split.components.items():
-        shapes = expected[name]
-        for key in sorted(shapes.keys() - state.keys()):
-            missing.append(mappings[name].authors_name(key))
-        for key in sorted(state.keys() - shapes.keys()):
-            unexpected.append(f"{mappings[name].authors_name(key)} (-> {name}.{key})")
-        for key in sorted(state.keys() & shapes.keys()):
-            if tuple(state[key].shape) != tuple(shapes[key]):
-                mismatched.append(
-                    f"{mappings[name].authors_name(key)}: checkpoint {tuple(state[key].shape)}, "
-                    f"{name}.{key} expects {tuple(shapes[key])}"
-                )
-    if missing or unexpected or mismatched:
-        hint = (
-            "A shape mismatch or a block-index offset usually means the checkpoint belongs to another model "
-            "size: pass the matching --config (the authors' YAML or a fixture config.json)."
-        )
-        raise CheckpointKeyError(missing, unexpected, mismatched, hint if mismatched or unexpected else "")
+COMMAND = "genfusion-convert"
 
 
 # ----------------------------------------------------------------------------------------------- schedule
 
 
 def settings_from_schedule(
-    schedule: dict[str, torch.Tensor], config: GenFusionModelConfig
-) -> GenFusionModelConfig:
+    schedule: dict[str, torch.Tensor], config: VideoModelConfig
+) -> VideoModelConfig:
     """Check the checkpoint's schedule against ``config``; return ``config`` with the checkpoint's dynamic rescale.
 
     The authors' sampler reads ``alphas_cumprod`` and ``scale_arr`` from the checkpoint, so these win over the YAML:
@@ -242,49 +96,57 @@ def settings_from_schedule(
 # ----------------------------------------------------------------------------------------------- stock parts
 
 
-def load_stock_vae(source: str, config: GenFusionModelConfig) -> nn.Module:
+def load_stock_vae(source: str, config: VideoModelConfig) -> nn.Module:
     """The LDM3D-4c VAE from a hub id (subfolder ``vae``) or a local folder, when the checkpoint lacks it."""
     from diffusers import AutoencoderKL
 
     path = Path(source)
-    try:
+
+    def load() -> nn.Module:
         if path.is_dir() and (path / "config.json").is_file():
-            vae = AutoencoderKL.from_pretrained(path)
-        else:
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
-    except (OSError, ValueError) as err:
-        raise OSError(
-            f"the checkpoint has no {VAE_PREFIX}* weights and the VAE could not be loaded from {source!r} "
-            f"({err}). On a machine with internet run `huggingface-cli download {LDM3D_4C_HUB_ID} --include "
-            "'vae/*' --local-dir LDM3D`, copy LDM3D/vae here and pass --vae-source PATH/TO/vae"
-        ) from err
-    for key in ("in_channels", "out_channels", "latent_channels", "block_out_channels"):
-        if list(_as_list(vae.config[key])) != list(_as_list(config.vae[key])):
-            raise ValueError(
-                f"VAE from {source!r} has {key}={vae.config[key]}, the model needs {config.vae[key]}"
-            )
-    return vae
+            return AutoencoderKL.from_pretrained(path)
+        return AutoencoderKL.from_pretrained(source, subfolder="vae")
+
+    download = (f"`huggingface-cli download {LDM3D_4C_HUB_ID} --include 'vae/*' --local-dir LDM3D`, copy "
+                "LDM3D/vae here and pass --vae-source PATH/TO/vae")
+    keys = ("in_channels", "out_channels", "latent_channels", "block_out_channels")
+    return _load_stock(load, source, VAE_PREFIX, ("VAE", "VAE"), download, config.vae, keys)
 
 
-def load_stock_clip(source: str, config: GenFusionModelConfig) -> nn.Module:
+def load_stock_clip(source: str, config: VideoModelConfig) -> nn.Module:
     """The OpenCLIP ViT-H/14 image tower in transformers format, when the checkpoint lacks it."""
     from transformers import CLIPVisionModel
 
+    download = (f"`huggingface-cli download {CLIP_VIT_H_14_HUB_ID} --local-dir CLIP-ViT-H-14`, copy the folder "
+                "here and pass --clip-source PATH")
+    keys = ("hidden_size", "num_hidden_layers", "patch_size", "image_size")
+    return _load_stock(lambda: CLIPVisionModel.from_pretrained(source, attn_implementation="sdpa"), source,
+                       CLIP_PREFIX, ("CLIP image tower", "CLIP tower"), download, config.image_encoder, keys)
+
+
+def _load_stock(
+    load: Callable[[], nn.Module],
+    source: str,
+    prefix: str,
+    names: tuple[str, str],
+    download: str,
+    needed: dict[str, Any],
+    keys: tuple[str, ...],
+) -> nn.Module:
+    """A stock part the checkpoint lacks, from ``source``: an error that says how to fetch it when it cannot be
+    loaded, and a refusal when its shape (``keys`` of its config) is not the model's."""
     try:
-        clip = CLIPVisionModel.from_pretrained(source, attn_implementation="sdpa")
+        part = load()
     except (OSError, ValueError) as err:
         raise OSError(
-            f"the checkpoint has no {CLIP_PREFIX}* weights and the CLIP image tower could not be loaded from "
-            f"{source!r} ({err}). On a machine with internet run `huggingface-cli download "
-            f"{CLIP_VIT_H_14_HUB_ID} --local-dir CLIP-ViT-H-14`, copy the folder here and pass --clip-source PATH"
+            f"the checkpoint has no {prefix}* weights and the {names[0]} could not be loaded from {source!r} "
+            f"({err}). On a machine with internet run {download}"
         ) from err
-    for key in ("hidden_size", "num_hidden_layers", "patch_size", "image_size"):
-        if getattr(clip.config, key) != config.image_encoder[key]:
-            raise ValueError(
-                f"CLIP tower from {source!r} has {key}={getattr(clip.config, key)}, the model needs "
-                f"{config.image_encoder[key]}"
-            )
-    return clip
+    for key in keys:
+        have = getattr(part.config, key)
+        if _as_list(have) != _as_list(needed[key]):
+            raise ValueError(f"{names[1]} from {source!r} has {key}={have}, the model needs {needed[key]}")
+    return part
 
 
 def _as_list(value: Any) -> list:
@@ -319,17 +181,17 @@ def _own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_components(
     checkpoint: str | Path | dict[str, torch.Tensor],
-    config: GenFusionModelConfig | str | Path = "full",
+    config: VideoModelConfig | str | Path = "full",
     *,
     vae_source: str = LDM3D_4C_HUB_ID,
     clip_source: str = CLIP_VIT_H_14_HUB_ID,
     dtype: torch.dtype = torch.float32,
-) -> tuple[dict[str, nn.Module], GenFusionModelConfig]:
+) -> tuple[dict[str, nn.Module], VideoModelConfig]:
     """The four networks with the checkpoint's weights, and the config updated from the checkpoint's schedule.
 
     ``checkpoint`` is a path or an already loaded authors' state dict (which is emptied).
     """
-    if not isinstance(config, GenFusionModelConfig):
+    if not isinstance(config, VideoModelConfig):
         config = load_model_config(config)
     state = load_authors_checkpoint(checkpoint) if isinstance(checkpoint, (str, Path)) else checkpoint
 
@@ -353,7 +215,7 @@ def load_components(
     return modules, config
 
 
-def build_pipeline(components: dict[str, nn.Module], config: GenFusionModelConfig) -> Any:
+def build_pipeline(components: dict[str, nn.Module], config: VideoModelConfig) -> Any:
     """``GenFusionVideoPipeline`` from converted components and the config's scheduler + model settings."""
     from .pipeline import GenFusionVideoPipeline
     from .scheduling import GenFusionDDIMScheduler
@@ -363,36 +225,34 @@ def build_pipeline(components: dict[str, nn.Module], config: GenFusionModelConfi
     )
 
 
-def prepare_output_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Refuse to write into a non-empty folder unless asked to (a converted model is several GB)."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} is not empty; choose another --out or pass --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return out_dir
-
-
 def convert_checkpoint(
     checkpoint: str | Path,
     out_dir: str | Path,
-    config: GenFusionModelConfig | str | Path = "full",
+    config: VideoModelConfig | str | Path = "full",
     *,
     overwrite: bool = False,
     vae_source: str = LDM3D_4C_HUB_ID,
     clip_source: str = CLIP_VIT_H_14_HUB_ID,
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Convert an authors' checkpoint and ``save_pretrained`` the pipeline into ``out_dir``; returns ``out_dir``."""
+    """Convert an authors' checkpoint and ``save_pretrained`` the pipeline into ``out_dir``; returns ``out_dir``.
+
+    ``out_dir`` follows :mod:`genfusion_ns.outputs` (checked before the slow part; a converted model is several GB):
+    absent, empty, or an earlier genfusion-convert output with ``overwrite``; it is written next to its place and
+    renamed when complete. Refusals raise ``FileExistsError``.
+    """
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:  # fail before the slow part
-        raise FileExistsError(f"{out_dir} is not empty; choose another --out or pass --overwrite")
+    is_file = isinstance(checkpoint, (str, Path)) and Path(checkpoint).is_file()  # a folder: load explains it
+    inputs = {"the checkpoint": checkpoint if is_file else None,
+              "--config": config if isinstance(config, (str, Path)) else None,
+              "--vae-source": vae_source, "--clip-source": clip_source}
+    check_output_folder(out_dir, overwrite, COMMAND, inputs, flag="--out", error=FileExistsError)
     components, config = load_components(
         checkpoint, config, vae_source=vae_source, clip_source=clip_source, dtype=dtype
     )
     pipeline = build_pipeline(components, config)
-    pipeline.save_pretrained(prepare_output_dir(out_dir, overwrite), safe_serialization=True)
+    with staged_output_folder(out_dir, overwrite, COMMAND, inputs, flag="--out", error=FileExistsError) as staged:
+        pipeline.save_pretrained(staged, safe_serialization=True)
     return out_dir
 
 
@@ -410,7 +270,7 @@ class ConvertArgs:
     config: str = "full"
     """model config: "full" (the released model), "tiny", the authors' YAML or a fixture config.json"""
     overwrite: bool = False
-    """write into a non-empty output folder"""
+    """replace an earlier genfusion-convert output in --out (never a folder this command did not write)"""
     vae_source: str = LDM3D_4C_HUB_ID
     """hub id or local folder of the LDM3D-4c VAE, used only when the checkpoint has no first_stage_model.*"""
     clip_source: str = CLIP_VIT_H_14_HUB_ID
@@ -423,15 +283,18 @@ def entrypoint(argv: Sequence[str] | None = None) -> None:
     """``genfusion-convert CKPT --out DIR [--config CONFIG] [--overwrite]`` (returns None: console scripts pass the
     return value to ``sys.exit``)."""
     args = tyro.cli(ConvertArgs, args=argv)
-    out = convert_checkpoint(
-        args.checkpoint,
-        args.out,
-        args.config,
-        overwrite=args.overwrite,
-        vae_source=args.vae_source,
-        clip_source=args.clip_source,
-        dtype=DTYPES[args.dtype],
-    )
+    try:
+        out = convert_checkpoint(
+            args.checkpoint,
+            args.out,
+            args.config,
+            overwrite=args.overwrite,
+            vae_source=args.vae_source,
+            clip_source=args.clip_source,
+            dtype=DTYPES[args.dtype],
+        )
+    except (ValueError, OSError) as error:  # bad checkpoint / config / --out, missing stock model: all say what to do
+        exit_with_error(COMMAND, error)
     print(f"saved GenFusion pipeline to {out}")
 
 

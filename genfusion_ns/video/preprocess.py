@@ -6,8 +6,10 @@ the valid pixels of the whole clip (all frames jointly), mapped to [-1, 1], with
 we keep the per-clip (min, max) disparity and undo it, so the returned depth is on the input depth's scale.
 
 Layouts: user-facing videos are frames-last ``[T, H, W, 3]`` / ``[T, H, W]``; model-side videos are
-channel-first
-``[C, T, H, W]`` like the authors' code.
+channel-first ``[C, T, H, W]`` like the authors' code.
+
+These functions are the only implementation of the conventions: the pipeline and ``diffusion_train`` (training
+data, reference dropout, VAE frames) both call them, so what the model is trained on is what it is given.
 """
 
 from __future__ import annotations
@@ -76,30 +78,54 @@ def rgb_from_model(rgb_code: torch.Tensor, height: int, width: int) -> torch.Ten
 
 
 def depth_to_disparity_code(
-    depth: torch.Tensor, height: int, width: int
+    depth: torch.Tensor, height: int, width: int, disparity_range: DisparityRange | None = None
 ) -> tuple[torch.Tensor, DisparityRange | None]:
     """Metric depth ``[T, H, W]`` (0 = empty) -> disparity code ``[1, T, height, width]`` + the clip range.
 
     Min and max are taken over the valid pixels of the whole clip at the input resolution, then the code is
     resized with nearest neighbour (no mixing across depth edges). A clip without any valid pixel is all -1
-    and has no range (``None``).
+    and has no range (``None``). A given ``disparity_range`` is used instead of the clip's own (codes outside
+    it are clamped to [-1, 1]): training codes a target clip in its artifact clip's range, which is the range
+    the pipeline maps the repaired code back with.
     """
     _check_video("depth", depth, None)
     if bool((depth < 0).any()) or not bool(torch.isfinite(depth).all()):
         raise ValueError("depth must be finite and >= 0 (0 marks empty pixels)")
     valid = depth > 0
     disparity = torch.where(valid, 1.0 / (depth + DISPARITY_EPS), torch.zeros_like(depth))
-    if bool(valid.any()):
+    given = disparity_range is not None
+    if not given and bool(valid.any()):
         valid_disparity = disparity[valid]
         disparity_range = DisparityRange(float(valid_disparity.min()), float(valid_disparity.max()))
-        normalized = torch.where(valid, disparity_range.normalize(disparity), torch.zeros_like(disparity))
-    else:
-        disparity_range = None
+    if disparity_range is None:
         normalized = torch.zeros_like(disparity)
+    else:
+        normalized = disparity_range.normalize(disparity)
+        if given:
+            normalized = normalized.clamp(0.0, 1.0)
+        normalized = torch.where(valid, normalized, torch.zeros_like(disparity))
     code = (normalized * 2.0 - 1.0)[None, None]
     if code.shape[-2:] != (height, width):
         code = F.interpolate(code, size=(code.shape[2], height, width), mode="nearest")
     return code[0], disparity_range
+
+
+def pack_rgbd(rgb_code: torch.Tensor, depth_code: torch.Tensor) -> torch.Tensor:
+    """RGB codes ``[..., 3, F, h, w]`` + disparity codes ``[..., 1, F, h, w]`` -> RGB-D ``[..., 4, F, h, w]``:
+    the 4-channel image the VAE encodes and decodes in one pass (depth is the last channel)."""
+    return torch.cat([rgb_code, depth_code], dim=-4)
+
+
+def rgbd_frames(rgb_code: torch.Tensor, depth_code: torch.Tensor) -> torch.Tensor:
+    """RGB and disparity codes of one clip ``[3|1, F, h, w]`` (or a batch ``[B, 3|1, F, h, w]``) -> the frames
+    ``[N, 4, h, w]`` the per-frame VAE sees (N = F, or B x F clip by clip)."""
+    return pack_rgbd(rgb_code, depth_code).transpose(-4, -3).flatten(0, -4)
+
+
+def null_reference_like(reference: torch.Tensor) -> torch.Tensor:
+    """The "no reference" image: all zeros in [-1, 1] (mid-grey). Training drops the reference to it and the
+    pipeline's unconditional guidance branch encodes it, so both must use this one image."""
+    return torch.zeros_like(reference)
 
 
 def disparity_code_to_depth(
@@ -197,3 +223,11 @@ def clip_windows(num_frames: int, clip_length: int) -> list[tuple[int, int]]:
     if covered < num_frames:
         windows.append((num_frames - clip_length, covered))
     return windows
+
+
+def pad_frames(video: torch.Tensor, length: int) -> torch.Tensor:
+    """Repeat the last frame of ``video`` ``[T, ...]`` up to ``length`` frames: how a video shorter than the
+    clip length becomes one clip (the pipeline drops the padded frames from its outputs again)."""
+    if video.shape[0] >= length:
+        return video
+    return torch.cat([video, video[-1:].expand(length - video.shape[0], *video.shape[1:])])

@@ -5,16 +5,17 @@
 * image encoder — ``transformers.CLIPVisionModel`` (use ``last_hidden_state``: all tokens, no ``post_layernorm``).
 * VAE — ``diffusers.AutoencoderKL`` with 4 input/output channels (RGB + depth code).
 
-:mod:`.configs` names the configurations (``"full"``, ``"tiny"``, or derived from the authors' lvdm config) and
-:func:`build_components` instantiates them.
+:mod:`.configs` defines :class:`VideoModelConfig` and loads one (``"full"``, ``"small"``, ``"tiny"``, or an
+authors' lvdm config); :mod:`.architectures` holds the named lvdm configs as data, :mod:`.lvdm` translates
+their sections, and :func:`build_components` instantiates a config.
 """
 
 from .attention import SplitContextCrossAttnProcessor
 from .build import COMPONENT_NAMES, build_component, build_components, clip_vision_config
 from .configs import (
     NAMED_CONFIGS,
-    GenFusionModelConfig,
-    GenFusionModelSettings,
+    VideoModelConfig,
+    VideoModelSettings,
     config_from_lvdm,
     load_model_config,
     model_settings,
@@ -26,12 +27,12 @@ from .unet import GenFusionUNet, TimestepAndFpsEmbedding
 __all__ = [
     "COMPONENT_NAMES",
     "NAMED_CONFIGS",
-    "GenFusionModelConfig",
-    "GenFusionModelSettings",
     "GenFusionResampler",
     "GenFusionUNet",
     "SplitContextCrossAttnProcessor",
     "TimestepAndFpsEmbedding",
+    "VideoModelConfig",
+    "VideoModelSettings",
     "build_component",
     "build_components",
     "clip_vision_config",

@@ -1,4 +1,4 @@
-"""Instantiate the four GenFusion networks from a :class:`~.configs.GenFusionModelConfig` (random weights).
+"""Instantiate the four GenFusion networks from a :class:`~.configs.VideoModelConfig` (random weights).
 
 Used for tests, for starting training, and (with ``device="meta"``) by the converter, which then assigns the
 checkpoint tensors directly so the weights are never held twice.
@@ -14,7 +14,7 @@ from diffusers import AutoencoderKL
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from .configs import GenFusionModelConfig, load_model_config
+from .configs import VideoModelConfig, load_model_config
 from .image_proj import GenFusionResampler
 from .unet import GenFusionUNet
 
@@ -54,7 +54,7 @@ def clip_vision_config(kwargs: dict) -> CLIPVisionConfig:
 
 
 def build_component(
-    name: str, config: GenFusionModelConfig, device: str | torch.device | None = None
+    name: str, config: VideoModelConfig, device: str | torch.device | None = None
 ) -> nn.Module:
     """One network by component name (``unet``, ``image_proj``, ``image_encoder`` or ``vae``), in eval mode."""
     with _placement(device):
@@ -72,17 +72,17 @@ def build_component(
 
 
 def build_components(
-    config: GenFusionModelConfig | str,
+    config: VideoModelConfig | str,
     seed: int | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, nn.Module]:
     """``{"unet", "image_proj", "image_encoder", "vae"}`` with random weights (deterministic for a given seed).
 
-    ``config`` is a :class:`GenFusionModelConfig` or anything :func:`load_model_config` accepts (``"tiny"``,
+    ``config`` is a :class:`VideoModelConfig` or anything :func:`load_model_config` accepts (``"tiny"``,
     ``"full"``, a config file). ``device="meta"`` allocates no parameter storage (full-size structure checks,
     conversion).
     """
-    if not isinstance(config, GenFusionModelConfig):
+    if not isinstance(config, VideoModelConfig):
         config = load_model_config(config)
     with _seeded(seed):
         return {name: build_component(name, config, device) for name in COMPONENT_NAMES}

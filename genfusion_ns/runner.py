@@ -1,8 +1,9 @@
 """Train a registered nerfstudio method in-process and evaluate it as ``ns-eval`` does.
 
-Shared by ``genfusion-demo`` and ``genfusion-bench``: both run nerfstudio's own ``train_loop`` on a dataset folder
-and score the held-out views with ``eval_setup`` + ``get_average_eval_image_metrics``, so the numbers are the ones
-``ns-train`` / ``ns-eval`` would give.
+Shared by ``genfusion-demo``, ``genfusion-bench``, ``genfusion-make-data``, the benchmarks and the tests:
+they run nerfstudio's own ``train_loop`` on a dataset folder and score the held-out views with
+``eval_setup`` + ``get_average_eval_image_metrics``, so the numbers are the ones ``ns-train`` / ``ns-eval``
+would give. A module of its own, so that training does not depend on the bench.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from nerfstudio.engine.trainer import TrainerConfig
 
 REPORTED_METRICS = ("psnr", "ssim", "lpips", "num_rays_per_sec", "fps")
 
@@ -21,7 +25,8 @@ class RunError(RuntimeError):
 
 @dataclass
 class RunEvaluation:
-    """What ``ns-eval`` reports for a run, plus the size of the trained model and the fusion pipeline's repair time."""
+    """What ``ns-eval`` reports for a run, plus the size of the trained model and the fusion pipeline's repair
+    time."""
 
     metrics: dict[str, float]
     """Means over the held-out views (``lpips`` absent when its weights are not available offline)."""
@@ -41,8 +46,8 @@ def trainer_config(
     max_steps: int | None = None,
     video_model: str | None = None,
     trajectory: str | None = None,
-):
-    """The registered ``method``'s ``TrainerConfig`` pointed at ``data``, set up for an unattended in-process run.
+) -> TrainerConfig:
+    """The registered ``method``'s ``TrainerConfig`` on ``data``, set up for an unattended in-process run.
 
     ``video_model`` / ``trajectory`` apply to the fusion methods only (others have no repair rounds).
     """
@@ -66,10 +71,8 @@ def trainer_config(
     if max_steps is not None:  # the fusion rounds are fractions of the run: they move with it
         config.max_num_iterations = max_steps
         config.steps_per_save = min(config.steps_per_save, max_steps)
-    config.steps_per_eval_image = config.steps_per_eval_batch = (
-        10**9
-    )  # evaluated once at the end, by evaluate_run
-    config.steps_per_eval_all_images = 10**9
+    # Evaluated once at the end, by evaluate_run.
+    config.steps_per_eval_image = config.steps_per_eval_batch = config.steps_per_eval_all_images = 10**9
     if video_model is not None and hasattr(config.pipeline, "video_model"):
         config.pipeline.video_model = video_model
     if trajectory is not None and hasattr(config.pipeline, "trajectory"):
@@ -77,8 +80,9 @@ def trainer_config(
     return config
 
 
-def train_in_process(config) -> Path:
-    """Run nerfstudio's ``train_loop`` on ``config``; returns the run's ``config.yml`` (what ``ns-eval`` loads)."""
+def train_in_process(config: TrainerConfig) -> Path:
+    """Run nerfstudio's ``train_loop`` on ``config``; returns the run's ``config.yml`` (what ``ns-eval``
+    loads)."""
     from nerfstudio.scripts.train import train_loop
 
     from genfusion_ns.errors import UserExit
@@ -99,8 +103,8 @@ def train_in_process(config) -> Path:
 
 
 def evaluate_run(config_path: Path, render_dir: Path | None = None) -> RunEvaluation:
-    """``ns-eval`` on the run's latest checkpoint; writes nerfstudio's ``eval_img_XXXX.png`` (ground truth | render)
-    into ``render_dir`` when given."""
+    """``ns-eval`` on the run's latest checkpoint; writes nerfstudio's ``eval_img_XXXX.png`` (ground truth |
+    render) into ``render_dir`` when given."""
     from nerfstudio.utils.eval_utils import eval_setup
 
     _, pipeline, _, _ = eval_setup(config_path, test_mode="test")

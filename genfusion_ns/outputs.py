@@ -215,6 +215,15 @@ def staged_output_folder(
         raise error(f"{flag} {folder} cannot be written ({failure.strerror}: {partial}); choose another "
                     "path.") from failure
     write_marker(partial, command)
+    with replaced_on_success(partial, target):
+        yield partial
+
+
+@contextmanager
+def replaced_on_success(partial: PathLike, target: PathLike) -> Iterator[Path]:
+    """The rename half of write-then-rename: when the block succeeds, the folder ``partial`` (already made) replaces
+    ``target``; when it raises, ``partial`` is removed. Used by the commands' outputs and by repair rounds."""
+    partial, target = Path(partial), Path(target)
     try:
         yield partial
     except BaseException:

@@ -34,6 +34,7 @@ from nerfstudio.utils.decorators import check_main_thread
 from nerfstudio.utils.rich_utils import CONSOLE
 
 from genfusion_ns.errors import UserError, UserExit, print_error
+from genfusion_ns.model.checkpoint import python_random_state
 from genfusion_ns.outputs import replace_atomically
 
 RESUME_KEY = "genfusion_resume"
@@ -74,8 +75,7 @@ def random_states() -> Dict[str, Any]:
 
 
 def restore_random_states(states: Dict[str, Any]) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(python_random_state(states["python"]))
     kind, keys, position, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(states["torch"])
@@ -171,8 +171,7 @@ class GenFusionTrainer(Trainer):
                 datamanager.train_unseen_cameras = [int(i) for i in unseen]
             sampling = self._resume_state.get("train_sampling_rng")
             if sampling is not None and hasattr(datamanager, "random_generator"):
-                version, internal, gauss = sampling
-                datamanager.random_generator.setstate((version, tuple(internal), gauss))
+                datamanager.random_generator.setstate(python_random_state(sampling))
 
     def _load_checkpoint(self) -> None:
         config = self.config

@@ -21,6 +21,7 @@ from nerfstudio.data.datamanagers.full_images_datamanager import (
 )
 
 from genfusion_ns.fusion.views import RepairedViews
+from genfusion_ns.model.checkpoint import python_random_state
 from genfusion_ns.model.depth_dataset import OptionalDepthDataset
 
 REPAIRED_DEPTH_KEY = "repaired_depth"
@@ -108,8 +109,7 @@ class GenFusionDatamanager(FullImageDatamanager[OptionalDepthDataset]):
         return {"rng": self._repaired_rng.getstate(), "unseen": list(self._repaired_unseen)}
 
     def set_repaired_sampling_state(self, state: Dict[str, object]) -> None:
-        version, internal, gauss = state["rng"]  # type: ignore[misc]
-        self._repaired_rng.setstate((version, tuple(internal), gauss))
+        self._repaired_rng.setstate(python_random_state(state["rng"]))
         self._repaired_unseen = [int(i) for i in state["unseen"]]  # type: ignore[union-attr]
 
     # ----------------------------------------------------------------- growing the training set

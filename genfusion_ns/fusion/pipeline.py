@@ -128,6 +128,7 @@ class GenFusionPipeline(VanillaPipeline):
                          grad_scaler=grad_scaler)
         self._video: List[Any] = []  # a plain holder: the video model must never become a submodule
         self.repaired_round_folders: List[str] = []
+        self._round_views: List[RepairedViews] = []  # the rounds in the training set, as loaded (for the viewer)
         self.completed_rounds = 0
         self.repair_seconds = 0.0  # wall time spent in repair rounds (rendering + video model), for reports
         self.output_dir: Optional[Path] = None
@@ -189,9 +190,7 @@ class GenFusionPipeline(VanillaPipeline):
         self.repair_seconds = float(state.get("repair_seconds", 0.0))
         if "generator" in state:  # the next round draws the poses and noise the uninterrupted run would
             self._generator.set_state(state["generator"])
-        self.datamanager.remove_repaired_views()
-        fusion_viewer.remove_repaired_views(self._viewer_handles)
-        self.repaired_round_folders = []
+        self._clear_rounds()
         for folder in state.get("repaired_round_folders", []):
             try:  # ns-viewer shows them; ns-eval scores only real views, so a damaged round must not stop it
                 views = RepairedViews.load(Path(folder))
@@ -223,12 +222,8 @@ class GenFusionPipeline(VanillaPipeline):
         """Draw the rounds already in the training set (restored from a checkpoint) in a viewer that just started."""
         self._viewer = viewer
         fusion_viewer.remove_repaired_views(self._viewer_handles)
-        self._viewer_handles = []
-        for folder in self.repaired_round_folders:
-            try:
-                self._viewer_handles += fusion_viewer.show_repaired_views(viewer, RepairedViews.load(Path(folder)))
-            except ValueError as error:
-                CONSOLE.print(f"[yellow]GenFusion: repaired frames at {folder} cannot be shown: {error}")
+        for views in self._round_views:
+            self._viewer_handles += fusion_viewer.show_repaired_views(viewer, views)
 
     def _report_schedule(self, max_num_iterations: int, start_step: int) -> None:
         rounds = sorted(self._round_steps)
@@ -347,9 +342,7 @@ class GenFusionPipeline(VanillaPipeline):
         folder = (self.output_dir or Path("outputs") / REPAIRED_FOLDER) / f"round_{round_index:02d}_step_{step:06d}"
         paths = views.save(folder, self.datamanager.scene_to_file_depth)  # complete on disk, or not there at all
         if not cfg.accumulate_repaired:
-            self.datamanager.remove_repaired_views()
-            fusion_viewer.remove_repaired_views(self._viewer_handles)
-            self.repaired_round_folders = []
+            self._clear_rounds()
         self._add_round(views, folder, paths)
         self.completed_rounds += 1
         CONSOLE.print(f"GenFusion: round {round_index} added {len(views)} repaired views ({folder}).")
@@ -360,7 +353,15 @@ class GenFusionPipeline(VanillaPipeline):
         image_paths, depth_paths = paths if paths is not None else views.file_paths(folder)
         self.datamanager.add_repaired_views(views, image_paths, depth_paths)
         self.repaired_round_folders.append(str(Path(folder).resolve()))
+        self._round_views.append(views)
         self._viewer_handles += fusion_viewer.show_repaired_views(self._viewer, views)
+
+    def _clear_rounds(self) -> None:
+        """Drop every repaired round from the training set and the viewer (the next round replaces them)."""
+        self.datamanager.remove_repaired_views()
+        fusion_viewer.remove_repaired_views(self._viewer_handles)
+        self.repaired_round_folders = []
+        self._round_views = []
 
     def _train_image(self, index: int) -> torch.Tensor:
         image = self.datamanager.cached_train[index]["image"][..., :3]

@@ -57,15 +57,21 @@ _CHOICES = ("'default' (the shipped model), a converted or trained model folder 
 def check_video_model_spec(spec: str) -> None:
     """Fail at start-up, not at the first repair round, when ``--pipeline.video-model`` cannot be loaded: the
     folder (or cached hub snapshot) must hold a diffusers ``model_index.json`` and every component it lists."""
-    if spec in (NONE, RANDOM_TINY, IDENTITY):
-        return
+    if spec not in (NONE, RANDOM_TINY, IDENTITY):
+        checked_model_folder(spec)
+
+
+def checked_model_folder(spec: str) -> Path:
+    """The folder a saved-model ``spec`` (``default``, a path or a cached hub id) loads from, checked."""
     if spec == DEFAULT:
         if not (shipped_model_dir() / "model_index.json").exists():
             raise VideoModelUnavailable(
                 f"the shipped default video model is missing from this installation ({shipped_model_dir()}). Pass "
                 f"--pipeline.video-model with {_CHOICES}.")
-        return
-    check_model_folder(resolve_model_location(spec), spec)
+        return shipped_model_dir()
+    folder = resolve_model_location(spec)
+    check_model_folder(folder, spec)
+    return folder
 
 
 def resolve_model_location(spec: str) -> Path:
@@ -136,8 +142,7 @@ def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0) ->
     if spec == RANDOM_TINY:
         pipe = GenFusionVideoPipeline.from_config_name("tiny", seed=seed)
     else:
-        check_video_model_spec(spec)
-        location = shipped_model_dir() if spec == DEFAULT else resolve_model_location(spec)
+        location = checked_model_folder(spec)
         try:
             pipe = GenFusionVideoPipeline.from_pretrained(str(location), torch_dtype=dtype)
         except OSError as error:

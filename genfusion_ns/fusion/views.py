@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genfusion_ns.outputs import partial_folder, replaced_on_success
+
 MANIFEST_NAME = "manifest.json"
 
 
@@ -52,20 +54,15 @@ class RepairedViews:
         reads them like the dataset's own depth files.
         """
         folder = Path(folder)
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = partial_folder(folder)
+        shutil.rmtree(partial, ignore_errors=True)  # an interrupted save of this round
         partial.mkdir(parents=True)
-        try:
+        # A folder already there is this round's, written before a crash that came before its checkpoint.
+        with replaced_on_success(partial, folder):
             frames = [self._save_frame(partial, i, scene_to_file_depth) for i in range(len(self))]
             manifest = {"round": self.round_index, "step": self.step, "width": self.width, "height": self.height,
                         "scene_to_file_depth": scene_to_file_depth, "frames": frames}
             (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
-            if folder.exists():  # a round redone after a crash that came after its files were written
-                shutil.rmtree(folder)
-            partial.rename(folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
         return self.file_paths(folder)
 
     def _save_frame(self, folder: Path, i: int, scene_to_file_depth: float) -> dict:

@@ -9,6 +9,8 @@ which every ``ns-*`` command performs before loading a checkpoint.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -28,3 +30,10 @@ def allow_numpy_scalars_in_checkpoints() -> None:
     add_safe_globals = getattr(torch.serialization, "add_safe_globals", None)
     if add_safe_globals is not None:
         add_safe_globals(numpy_scalar_globals())
+
+
+def python_random_state(saved: Any) -> tuple:
+    """A ``random.getstate()`` tuple back from a checkpoint, for ``random.setstate`` (the inner state must be a
+    tuple; a checkpoint may hand it back as a list)."""
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss

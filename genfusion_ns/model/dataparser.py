@@ -28,7 +28,7 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.markup import escape
 
-from genfusion_ns.errors import UserError, install_user_error_hook
+from genfusion_ns.errors import UserError
 
 INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 """Per-camera values nerfstudio needs, either at the top level of transforms.json or in every frame."""
@@ -205,7 +205,6 @@ class ValidatedNerfstudio(Nerfstudio):
         super().__init__(config, **kwargs)
         self._checked_files: set[Path] = set()
         self._reads_files: bool | None = None
-        install_user_error_hook()
 
     def _generate_dataparser_outputs(self, split: str = "train", **kwargs: Any) -> DataparserOutputs:
         if self._reads_files is None:

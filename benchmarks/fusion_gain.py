@@ -4,11 +4,15 @@ For every seed it generates a ``genfusion-scene`` room with ``--train-views`` tr
 out), trains the baseline (``genfusion-2dgs[-lite]``) and the fusion method (``genfusion[-lite]`` with
 ``--video-model``), and scores both on the held-out views exactly as ``ns-eval`` does. It also scores the repair on
 its own: every frame the video model repaired is compared with the scene's exact ground truth from that camera
-(procedural scenes can be rendered from anywhere), next to the render that went into the model.
+(procedural scenes can be rendered from anywhere), next to the render that went into the model, over all frames and
+over the frames the repaired-frame check kept (``--frame-check``; with ``measure`` the check only records what it
+would keep, so one run shows whether it picks the frames that hurt).
 
 Example (the table in docs/benchmarks.md)::
 
     python benchmarks/fusion_gain.py --out-dir /tmp/gf-gain --seeds 300 301 302 --threads 1
+    python benchmarks/fusion_gain.py --out-dir /tmp/gf-gain-off --seeds 300 301 302 --threads 1 --only fusion \
+        --frame-check measure
 
 The seeds must stay disjoint from the shipped model's training scenes (5000-5299, see README).
 """
@@ -48,6 +52,10 @@ def parse_args() -> argparse.Namespace:
                         help="lite: genfusion-lite vs genfusion-2dgs-lite (CPU); full: genfusion vs genfusion-2dgs")
     parser.add_argument("--video-model", default="default", help="--pipeline.video-model of the fusion method")
     parser.add_argument("--max-steps", type=int, default=None, help="override both methods' step count")
+    parser.add_argument("--frame-check", choices=["training-views", "measure", "off"], default=None,
+                        help="--pipeline.repaired-frame-check of the fusion method (default: the method's own)")
+    parser.add_argument("--frame-min-gain-db", type=float, default=None,
+                        help="--pipeline.repaired-frame-min-gain-db of the fusion method (default: the method's own)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", choices=["baseline", "fusion"], default=None,
@@ -69,19 +77,36 @@ def to_dataset_frame(c2w: torch.Tensor, run_dir: Path) -> np.ndarray:
     return np.linalg.inv(transform)[None] @ poses
 
 
-def repair_quality(run_dir: Path, scene_dir: Path) -> list[dict[str, float]]:
-    """Per round: PSNR of the repaired frames and of the renders that went into the video model, against the truth."""
+def repair_quality(run_dir: Path, scene_dir: Path) -> list[dict[str, object]]:
+    """Per round: PSNR of the repaired frames and of the renders that went into the video model, against the truth;
+    the same over the frames the repaired-frame check kept (its decision, also in ``measure`` mode); per frame, the
+    truth figures next to what the check measured (training data only), to see whether it picks the right frames."""
     rows = []
     for manifest in sorted((run_dir / REPAIRED_FOLDER).glob(f"*/{MANIFEST_NAME}")):
         views = RepairedViews.load(manifest.parent)
         truth, _ = render_scene_views(scene_dir, to_dataset_frame(views.camera_to_worlds, run_dir), views.fx.numpy(),
                                       views.fy.numpy(), views.cx.numpy(), views.cy.numpy(), views.width, views.height)
         repaired = views.rgb.numpy() / 255.0
-        row = {"round": views.round_index, "step": views.step, "frames": len(views),
-               "repaired_psnr": float(np.mean([psnr(repaired[i], truth[i]) for i in range(len(views))]))}
+        repaired_psnr = [float(psnr(repaired[i], truth[i])) for i in range(len(views))]
+        row: dict[str, object] = {"round": views.round_index, "step": views.step, "frames": len(views),
+                                  "repaired_psnr": float(np.mean(repaired_psnr))}
+        input_psnr = None
         if views.input_rgb is not None:
             rendered = views.input_rgb.numpy() / 255.0
-            row["input_psnr"] = float(np.mean([psnr(rendered[i], truth[i]) for i in range(len(views))]))
+            input_psnr = [float(psnr(rendered[i], truth[i])) for i in range(len(views))]
+            row["input_psnr"] = float(np.mean(input_psnr))
+        if views.checks is not None:
+            kept = [i for i, check in enumerate(views.checks) if float(check["weight"]) > 0]
+            row["kept_frames"] = len(kept)
+            if kept:
+                row["kept_repaired_psnr"] = float(np.mean([repaired_psnr[i] for i in kept]))
+                if input_psnr is not None:
+                    row["kept_input_psnr"] = float(np.mean([input_psnr[i] for i in kept]))
+        row["per_frame"] = [
+            {"repaired_psnr": round(repaired_psnr[i], 3),
+             "input_psnr": None if input_psnr is None else round(input_psnr[i], 3),
+             "weight": float(views.frame_weights[i]), "check": None if views.checks is None else views.checks[i]}
+            for i in range(len(views))]
         rows.append(row)
     return rows
 
@@ -90,6 +115,10 @@ def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str
     fusion = method == VARIANTS[args.variant][1]
     config = trainer_config(method, scene_dir, args.out_dir / "runs", name, method, device=args.device,
                             max_steps=args.max_steps, video_model=args.video_model if fusion else None)
+    if fusion and args.frame_check is not None:
+        config.pipeline.repaired_frame_check = args.frame_check
+    if fusion and args.frame_min_gain_db is not None:
+        config.pipeline.repaired_frame_min_gain_db = args.frame_min_gain_db
     start = time.perf_counter()
     config_path = train_in_process(config)
     seconds = time.perf_counter() - start
@@ -99,6 +128,8 @@ def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str
                               "surfels": evaluation.num_surfels}
     if fusion:
         row["video_model"] = args.video_model
+        row["frame_check"] = config.pipeline.repaired_frame_check
+        row["frame_min_gain_db"] = config.pipeline.repaired_frame_min_gain_db
         row["repair_seconds"] = evaluation.repair_seconds
         row["repair"] = repair_quality(config_path.parent, scene_dir)
     return row
@@ -118,20 +149,24 @@ def markdown(rows: list[dict[str, object]], variant: str) -> str:
                 "pass the other side's results.json with --compare-with to print the table.")
     rounds = ", ".join(str(r["step"]) for r in pairs[0][2].get("repair", [])) or "none"
     lines = [(f"| scene | `{baseline}` PSNR / SSIM | `{fusion}` PSNR / SSIM | gain | "
-              f"repaired vs input PSNR, rounds at {rounds} | train s (baseline / GenFusion) | repair s |"),
-             "|---|---|---|---|---|---|---|"]
+              f"repaired vs input PSNR, rounds at {rounds} | kept frames: repaired vs input PSNR (kept/all) | "
+              "train s (baseline / GenFusion) | repair s |"),
+             "|---|---|---|---|---|---|---|---|"]
     per_round: dict[int, list[float]] = {}
+    per_round_kept: dict[int, list[float]] = {}
     for scene, b, f in pairs:
         repair = f.get("repair", [])
         for i, r in enumerate(repair):
             if "input_psnr" in r:  # absent when the round kept no input renders
                 per_round.setdefault(i, []).append(r["repaired_psnr"] - r["input_psnr"])
+            if "kept_input_psnr" in r:
+                per_round_kept.setdefault(i, []).append(r["kept_repaired_psnr"] - r["kept_input_psnr"])
         repair_text = " · ".join(
             f"{r['repaired_psnr']:.2f} vs " + (f"{r['input_psnr']:.2f}" if "input_psnr" in r else "n/a") for r in repair
         ) or "no rounds"
         repair_seconds = f.get("repair_seconds")
         lines.append(f"| {scene} | {b['psnr']:.2f} / {b['ssim']:.3f} | {f['psnr']:.2f} / {f['ssim']:.3f} | "
-                     f"{float(f['psnr']) - float(b['psnr']):+.2f} | {repair_text} | "
+                     f"{float(f['psnr']) - float(b['psnr']):+.2f} | {repair_text} | {kept_text(repair)} | "
                      f"{b['train_seconds']:.0f} / {f['train_seconds']:.0f} | "
                      f"{'n/a' if repair_seconds is None else f'{repair_seconds:.0f}'} |")
     b_psnr = np.mean([float(b["psnr"]) for _, b, _ in pairs])
@@ -139,9 +174,26 @@ def markdown(rows: list[dict[str, object]], variant: str) -> str:
     b_ssim = np.mean([float(b["ssim"]) for _, b, _ in pairs])
     f_ssim = np.mean([float(f["ssim"]) for _, _, f in pairs])
     rounds_mean = " · ".join(f"{np.mean(v):+.2f}" for _, v in sorted(per_round.items()))
+    kept_mean = " · ".join(f"{np.mean(v):+.2f}" for _, v in sorted(per_round_kept.items())) or "n/a"
     lines.append(f"| **mean** | {b_psnr:.2f} / {b_ssim:.3f} | {f_psnr:.2f} / {f_ssim:.3f} | "
-                 f"**{f_psnr - b_psnr:+.2f}** (target ≥ +{TARGET_GAIN_DB:.1f}) | {rounds_mean} | | |")
+                 f"**{f_psnr - b_psnr:+.2f}** (target ≥ +{TARGET_GAIN_DB:.1f}) | {rounds_mean} | {kept_mean} | | |")
     return "\n".join(lines)
+
+
+def kept_text(repair: list[dict[str, object]]) -> str:
+    """Per round: repaired vs input PSNR over the frames the check kept, and how many it kept."""
+    if not repair or all("kept_frames" not in r for r in repair):
+        return "no check"
+    parts = []
+    for r in repair:
+        if "kept_frames" not in r:
+            parts.append("n/a")
+        elif not r["kept_frames"]:
+            parts.append(f"none (0/{r['frames']})")
+        else:
+            inputs = f"{r['kept_input_psnr']:.2f}" if "kept_input_psnr" in r else "n/a"
+            parts.append(f"{r['kept_repaired_psnr']:.2f} vs {inputs} ({r['kept_frames']}/{r['frames']})")
+    return " · ".join(parts)
 
 
 def main() -> None:
@@ -161,7 +213,7 @@ def main() -> None:
         baseline, fusion = VARIANTS[args.variant]
         for method in {"baseline": [baseline], "fusion": [fusion], None: [baseline, fusion]}[args.only]:
             if any(r["scene"] == name and r["method"] == method for r in rows):
-                continue
+                continue  # (use another --out-dir per --frame-check setting)
             rows.append(run_method(args, method, scene_dir, name))
             results_path.write_text(json.dumps({
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),

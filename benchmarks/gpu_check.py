@@ -13,8 +13,11 @@ Parts, in order (time limit in seconds):
   (needs ``nvcc``; minutes; cached in torch's extensions folder, so a rerun takes seconds).
 * ``parity`` (60): ``python -m pytest -m gpu tests/test_rasterize_gsplat_parity.py -q -rs``, then the observed
   gsplat-vs-torch errors on the same scenes (the test only asserts them).
-* ``repair`` (90): the full-size video model, random weights, one 16-frame 512x320 RGB-D clip, 25 DDIM steps,
-  CFG 3.2, in fp16 and bf16 (one 1-step warm-up call first); then fp16 at the native 960x512.
+* ``repair`` (120): the full-size video model, random weights, one 16-frame 512x320 RGB-D clip, 25 DDIM steps,
+  CFG 3.2, on the fast path (see ``genfusion_ns/video/fast_path.py``): weights in fp16, in bf16, and float32
+  weights under bf16 autocast (one 1-step warm-up call first); then fp16 at the native 960x512. Also records
+  the attention layers not on SDPA (expected: none) and whether the DDIM loop synchronises with the GPU
+  (``torch.cuda.set_sync_debug_mode("error")`` around the loop; expected: none).
 * ``2dgs`` (170): ``ns-train genfusion-2dgs`` (7000 steps, 3 training views) on a 512x320 ``genfusion-scene``,
   then ``ns-eval``: both in-process through ``genfusion_ns.runner`` for the CUDA allocator's peak.
 * ``full-model`` (90): the full-size pipeline (random weights, 512x320 settings) saved in fp16 for the two
@@ -23,6 +26,9 @@ Parts, in order (time limit in seconds):
   that the model is offloaded after each round and the allocated memory returns to where it was.
 * ``train`` (150): a 16-frame clip data set from ``genfusion-make-data``, then 20 steps of ``accelerate launch
   -m diffusion_train.train`` on the full-size model (bf16, gradient checkpointing).
+* ``repair-compile`` (240, last, so it runs only with time left; ``--parts repair-compile`` runs it alone): the
+  ``repair`` part's fp16 512x320 clip after ``pipe.enable_torch_compile()``; the first call's time includes
+  the compilation.
 
 Each part's peak GPU memory is also sampled with ``nvidia-smi`` (device-wide, includes the CUDA context).
 Writes ``report.json``, ``report.md``, ``logs/<part>.log`` and ``parts/<part>.json`` under ``--out``; prints
@@ -546,62 +552,118 @@ def _repair_inputs(height: int, width: int, device: str) -> tuple[Any, Any, Any]
     return rgb.to(device), depth.to(device), rgb[0].clone().to(device)
 
 
-def part_repair(out: Path, rec: Recorder) -> None:
-    """Seconds, frames/s and allocator peak of one repaired clip (random weights: the speed does not depend on
-    them)."""
+def _time_repair(pipe: Any, inputs: tuple[Any, Any, Any]) -> dict[str, Any]:
+    """One untimed 1-step call (allocations, kernel selection), then ``REPAIR_REPEATS`` timed full repairs."""
     import torch
 
+    started = time.perf_counter()
+    pipe(*inputs, num_inference_steps=1, guidance_scale=GUIDANCE, output_type="pt")  # warm-up step
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - started
+    torch.cuda.reset_peak_memory_stats()
+    seconds, finite = [], True
+    for repeat in range(REPAIR_REPEATS):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = pipe(
+            *inputs,
+            num_inference_steps=DDIM_STEPS,
+            guidance_scale=GUIDANCE,
+            output_type="pt",
+            generator=torch.Generator(device="cuda").manual_seed(repeat),
+        )
+        torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+        finite = finite and bool(torch.isfinite(result.rgb).all())
+    per_clip = statistics.median(seconds)
+    run = {
+        "s_per_clip": round(per_clip, 3),
+        "frames_per_s": round(FRAMES / per_clip, 2),
+        "peak_allocated_gib": _gib(torch.cuda.max_memory_allocated()),
+        "peak_reserved_gib": _gib(torch.cuda.max_memory_reserved()),
+        "timings_s": [round(s, 3) for s in seconds],
+        "warmup_s": round(warmup_s, 2),
+        "finite_output": finite,
+    }
+    size = f"{inputs[0].shape[2]}x{inputs[0].shape[1]}"
+    if size in REPAIR_TFLOP:
+        achieved = REPAIR_TFLOP[size] / per_clip
+        run["achieved_tflops"] = round(achieved, 1)
+        run["utilisation_of_989"] = round(achieved / PEAK_TFLOPS, 3)
+    return run
+
+
+def _loop_syncs(pipe: Any, inputs: tuple[Any, Any, Any]) -> str:
+    """``"none"`` when a 2-step repair's DDIM loops run under ``torch.cuda.set_sync_debug_mode("error")``, else
+    the error: the loop is meant to queue its steps without waiting on the GPU."""
+    from genfusion_ns.video.fast_path import around_sampling_loops, cuda_syncs_raise
+
+    try:
+        with around_sampling_loops(pipe, cuda_syncs_raise):
+            pipe(*inputs, num_inference_steps=2, guidance_scale=GUIDANCE, timestep_spacing="trailing")
+    except RuntimeError as error:
+        return str(error).splitlines()[0][:300]
+    return "none"
+
+
+def _full_pipeline(width: int, height: int) -> tuple[Any, float]:
+    """The full-size pipeline with random weights on CUDA (float32), and the seconds it took to build."""
     from genfusion_ns.video import GenFusionVideoPipeline
 
-    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16}
+    started = time.perf_counter()
+    pipe = GenFusionVideoPipeline.from_config_name("full", seed=0, device="cuda", width=width, height=height)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, round(time.perf_counter() - started, 1)
+
+
+def part_repair(out: Path, rec: Recorder) -> None:
+    """Seconds, frames/s and allocator peak of one repaired clip (random weights: the speed does not depend on
+    them) on the fast path: SDPA in every attention layer (checked), both CFG branches in one UNet batch, VAE
+    passes of ``vae_chunk_size`` frames, a DDIM loop that never synchronises (checked), and the networks in
+    fp16 / bf16: weights cast (``pipe.to(dtype=...)``), or float32 weights under bf16 autocast."""
+    import torch
+
+    from genfusion_ns.video.fast_path import non_sdpa_attention
+
     runs: dict[str, Any] = {}
-    for (width, height), names in (((WIDTH, HEIGHT), ("fp16", "bf16")), ((960, 512), ("fp16",))):
+    for (width, height), names in (
+        ((WIDTH, HEIGHT), ("fp16", "bf16", "bf16-autocast")),
+        ((960, 512), ("fp16",)),
+    ):
         size = f"{width}x{height}"
-        started = time.perf_counter()
-        pipe = GenFusionVideoPipeline.from_config_name(
-            "full", seed=0, device="cuda", width=width, height=height
-        )
-        pipe.set_progress_bar_config(disable=True)
-        build_s = time.perf_counter() - started
+        pipe, build_s = _full_pipeline(width, height)
+        if not runs:
+            rec(non_sdpa_layers=[f"{c}.{layer}" for c in ("unet", "vae", "image_encoder", "image_proj")
+                                 for layer in non_sdpa_attention(getattr(pipe, c))])
         inputs = _repair_inputs(height, width, "cuda")
         for name in names:
-            pipe.to(device="cuda", dtype=dtypes[name])
+            if name.endswith("-autocast"):
+                pipe.to(device="cuda", dtype=torch.float32)
+                pipe.enable_autocast(torch.bfloat16)
+            else:
+                pipe.to(device="cuda", dtype={"fp16": torch.float16, "bf16": torch.bfloat16}[name])
             torch.cuda.empty_cache()
-            pipe(*inputs, num_inference_steps=1, guidance_scale=GUIDANCE, output_type="pt")  # warm-up step
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            seconds, finite = [], True
-            for repeat in range(REPAIR_REPEATS):
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                result = pipe(
-                    *inputs,
-                    num_inference_steps=DDIM_STEPS,
-                    guidance_scale=GUIDANCE,
-                    output_type="pt",
-                    generator=torch.Generator(device="cuda").manual_seed(repeat),
-                )
-                torch.cuda.synchronize()
-                seconds.append(time.perf_counter() - start)
-                finite = finite and bool(torch.isfinite(result.rgb).all())
-            per_clip = statistics.median(seconds)
-            run = {
-                "s_per_clip": round(per_clip, 3),
-                "frames_per_s": round(FRAMES / per_clip, 2),
-                "peak_allocated_gib": _gib(torch.cuda.max_memory_allocated()),
-                "peak_reserved_gib": _gib(torch.cuda.max_memory_reserved()),
-                "timings_s": [round(s, 3) for s in seconds],
-                "finite_output": finite,
-                "build_s": round(build_s, 1),
-            }
-            if size in REPAIR_TFLOP:
-                achieved = REPAIR_TFLOP[size] / per_clip
-                run["achieved_tflops"] = round(achieved, 1)
-                run["utilisation_of_989"] = round(achieved / PEAK_TFLOPS, 3)
-            runs[f"{name} {size}"] = run
+            runs[f"{name} {size}"] = {**_time_repair(pipe, inputs), "build_s": build_s}
             rec(runs=runs)
+            if "loop_host_syncs" not in rec.data:
+                rec(loop_host_syncs=_loop_syncs(pipe, inputs))
         del pipe, inputs
         torch.cuda.empty_cache()
+
+
+def part_repair_compile(out: Path, rec: Recorder) -> None:
+    """The ``repair`` part's fp16 512x320 run with the UNet compiled (``pipe.enable_torch_compile()``): the
+    compile time (inside the first call) and the seconds per clip after it."""
+    import torch
+
+    if os.environ.get("TORCHDYNAMO_DISABLE") == "1":
+        raise SystemExit("TORCHDYNAMO_DISABLE=1 is set: torch.compile would not compile; unset it for this part")
+    pipe, build_s = _full_pipeline(WIDTH, HEIGHT)
+    pipe.to(dtype=torch.float16)
+    pipe.enable_torch_compile()
+    rec(build_s=build_s, options=pipe.torch_compile_options)
+    inputs = _repair_inputs(HEIGHT, WIDTH, "cuda")
+    rec(run={**_time_repair(pipe, inputs), "mode": "fp16 + torch.compile"})
 
 
 def part_2dgs(out: Path, rec: Recorder) -> None:
@@ -858,10 +920,22 @@ def _summary_parity(m: dict[str, Any]) -> str:
 
 
 def _summary_repair(m: dict[str, Any]) -> str:
-    return "; ".join(
+    runs = [
         f"{k}: {r['s_per_clip']} s/clip, {r['frames_per_s']} frames/s, {r['peak_allocated_gib']} GiB"
         for k, r in m.get("runs", {}).items()
-    )
+    ]
+    checks = [f"non-SDPA attention: {len(m['non_sdpa_layers'])}"] if "non_sdpa_layers" in m else []
+    if "loop_host_syncs" in m:
+        checks.append(f"DDIM-loop syncs: {m['loop_host_syncs']}")
+    return "; ".join(runs + checks)
+
+
+def _summary_repair_compile(m: dict[str, Any]) -> str:
+    run = m.get("run")
+    if not run:
+        return f"built in {m.get('build_s')} s, not timed"
+    return (f"first call (compiles) {run['warmup_s']} s; {run['s_per_clip']} s/clip, {run['frames_per_s']} frames/s, "
+            f"{run['peak_allocated_gib']} GiB")
 
 
 def _summary_2dgs(m: dict[str, Any]) -> str:
@@ -907,6 +981,7 @@ PART_FUNCTIONS: dict[str, Callable[[Path, Recorder], None]] = {
     "full-model": part_full_model,
     "fusion": part_fusion,
     "train": part_train,
+    "repair-compile": part_repair_compile,
 }
 PART_NAMES = tuple(PART_FUNCTIONS)
 
@@ -948,11 +1023,11 @@ def default_parts(out: Path) -> list[Part]:
         Part(
             "repair",
             "full-size video model, one 16-frame clip",
-            90,
+            120,
             argv("repair"),
             f"GenFusionVideoPipeline.from_config_name('full', width={WIDTH}, height={HEIGHT})"
             f".to(device='cuda', dtype=fp16|bf16)(clip, {DDIM_STEPS} DDIM steps, guidance_scale={GUIDANCE}); "
-            "then fp16 at 960x512",
+            "float32 weights after pipe.enable_autocast(torch.bfloat16); then fp16 at 960x512",
             summarize=_summary_repair,
         ),
         Part(
@@ -996,6 +1071,16 @@ def default_parts(out: Path) -> list[Part]:
             f"--init {model} --max-steps {TRAIN_STEPS} --gradient-accumulation-steps 1 "
             "--mixed-precision bf16 --gradient-checkpointing ...",
             summarize=_summary_train,
+        ),
+        Part(
+            "repair-compile",
+            "the repair part's fp16 512x320 clip with the UNet compiled",
+            240,
+            argv("repair-compile"),
+            f"pipe = GenFusionVideoPipeline.from_config_name('full', width={WIDTH}, height={HEIGHT})"
+            ".to(device='cuda', dtype=torch.float16); pipe.enable_torch_compile(); "
+            f"pipe(clip, {DDIM_STEPS} DDIM steps, guidance_scale={GUIDANCE})",
+            summarize=_summary_repair_compile,
         ),
     ]
 

@@ -2,8 +2,10 @@
 
 GPU part (skipped with a message without CUDA): the released architecture ("full", random weights: timing does
 not depend on the values) on 16-frame clips at 512x320 and 960x512, DDIM 25 steps with CFG (two UNet branches
-per step as one batch), in float16 and bfloat16. Target on one H100: >= 4 repaired frames/s at 960x512.
-CPU part: the "tiny" architecture on one model-length clip at its native resolution.
+per step as one batch), in float16 and bfloat16: weights cast, or float32 weights under autocast
+(``--autocast``), optionally with the UNet compiled (``--compile``; the warm-up call then includes the
+compilation). Target on one H100: >= 4 repaired frames/s at 960x512.
+CPU part: the "tiny" architecture on one model-length clip at its native resolution, float32, uncompiled.
 
 A "clip" is a full pipeline call on inputs already at the model resolution: CLIP + resampler for the
 reference, VAE encode of the RGB-D render (posterior sample), 25 DDIM steps, VAE decode, metric depth. Peak
@@ -13,6 +15,7 @@ bound that includes Python and the libraries) on CPU.
     python benchmarks/video_repair.py                    # GPU part if CUDA is available, then the CPU part
     python benchmarks/video_repair.py --skip-gpu --repeats 3
     python benchmarks/video_repair.py --model /path/to/converted --skip-cpu   # a converted pipeline folder
+    python benchmarks/video_repair.py --skip-cpu --dtypes bf16 --autocast --compile
 """
 
 from __future__ import annotations
@@ -110,12 +113,34 @@ def time_clip(
     return statistics.median(timings), peak
 
 
-def gpu_pipeline(model: str | None, height: int, width: int, dtype: torch.dtype) -> GenFusionVideoPipeline:
+def gpu_pipeline(
+    model: str | None,
+    height: int,
+    width: int,
+    dtype: torch.dtype,
+    autocast: bool = False,
+    compile_unet: bool = False,
+) -> GenFusionVideoPipeline:
+    """The pipeline on CUDA: weights in ``dtype``, or float32 weights autocast to ``dtype`` (fp16/bf16); the UNet
+    compiled on request."""
+    autocast = autocast and dtype != torch.float32
+    weights = torch.float32 if autocast else dtype
     if model:
-        pipe = GenFusionVideoPipeline.from_pretrained(model, torch_dtype=dtype, height=height, width=width)
-        return pipe.to("cuda")
-    pipe = GenFusionVideoPipeline.from_config_name("full", device="cuda", height=height, width=width)
-    return pipe.to(dtype=dtype)
+        pipe = GenFusionVideoPipeline.from_pretrained(model, torch_dtype=weights, height=height, width=width)
+        pipe = pipe.to("cuda")
+    else:
+        pipe = GenFusionVideoPipeline.from_config_name("full", device="cuda", height=height, width=width)
+        pipe = pipe.to(dtype=weights)
+    if autocast:
+        pipe.enable_autocast(dtype)
+    if compile_unet:
+        pipe.enable_torch_compile()
+    return pipe
+
+
+def setting_name(dtype_name: str, autocast: bool, compile_unet: bool) -> str:
+    autocast = autocast and dtype_name != "fp32"
+    return dtype_name + (" autocast" if autocast else "") + (" compiled" if compile_unet else "")
 
 
 def run_gpu(args) -> list[Result]:
@@ -123,7 +148,7 @@ def run_gpu(args) -> list[Result]:
     for resolution in args.gpu_resolutions:
         width, height = (int(v) for v in resolution.split("x"))
         for dtype_name in args.dtypes:
-            pipe = gpu_pipeline(args.model, height, width, DTYPES[dtype_name])
+            pipe = gpu_pipeline(args.model, height, width, DTYPES[dtype_name], args.autocast, args.compile)
             pipe.set_progress_bar_config(disable=True)
             frames = pipe.config.num_frames
             inputs = make_inputs(frames, height, width, torch.device("cuda"))
@@ -132,7 +157,7 @@ def run_gpu(args) -> list[Result]:
                 Result(
                     "cuda",
                     args.model or "full (random)",
-                    dtype_name,
+                    setting_name(dtype_name, args.autocast, args.compile),
                     frames,
                     width,
                     height,
@@ -187,6 +212,12 @@ def main() -> None:
     parser.add_argument("--cpu-config", default="tiny", help="named config for the CPU part")
     parser.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads for the CPU part (0: default)"
+    )
+    parser.add_argument(
+        "--autocast", action="store_true", help="GPU part: float32 weights under autocast to each --dtypes"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="GPU part: pipe.enable_torch_compile() (warm-up compiles)"
     )
     parser.add_argument("--skip-gpu", action="store_true")
     parser.add_argument("--skip-cpu", action="store_true")

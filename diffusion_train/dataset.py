@@ -22,7 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from diffusion_train.clips import ClipDataError, finished_scenes, read_scene_record, read_window
-from genfusion_ns.video.preprocess import depth_to_disparity_code, pad_frames, rgb_to_model
+from genfusion_ns.video.clips import frame_codes
+from genfusion_ns.video.framing import Letterbox
+from genfusion_ns.video.preprocess import pad_frames, rgb_to_model
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,16 @@ class ClipDataset(Dataset):
         height, width = self.height, self.width
         valid_frames = min(self.num_frames, self.windows[index].num_scene_frames - self.windows[index].start)
         reference_index = int(torch.randint(0, valid_frames, ()))
-        artifact_depth, artifact_range = depth_to_disparity_code(raw["artifact_depth"], height, width)
-        if artifact_range is not None and self.target_depth_range == "artifact":
-            target_depth, _ = depth_to_disparity_code(raw["target_depth"], height, width, artifact_range)
-        else:
-            target_depth, _ = depth_to_disparity_code(raw["target_depth"], height, width)
+        letterbox = Letterbox.fit(raw["artifact_rgb"].shape[1], raw["artifact_rgb"].shape[2], height, width)
+        artifact_rgb, artifact_depth, artifact_range = frame_codes(
+            raw["artifact_rgb"], raw["artifact_depth"], letterbox
+        )
+        target_range = artifact_range if self.target_depth_range == "artifact" else None
+        target_rgb, target_depth, _ = frame_codes(raw["target_rgb"], raw["target_depth"], letterbox, target_range)
         return {
-            "artifact_rgb": rgb_to_model(raw["artifact_rgb"], height, width),
+            "artifact_rgb": artifact_rgb,
             "artifact_depth": artifact_depth,
-            "target_rgb": rgb_to_model(raw["target_rgb"], height, width),
+            "target_rgb": target_rgb,
             "target_depth": target_depth,
             "reference": rgb_to_model(raw["target_rgb"][reference_index:reference_index + 1], height, width)[:, 0],
             "index": torch.tensor(index),

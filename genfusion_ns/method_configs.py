@@ -117,6 +117,11 @@ LITE_MAX_SEED_POINTS = 20000
 only much larger point clouds are subsampled to keep the CPU step time in budget."""
 
 
+LITE_SUPERSAMPLE_MAX_SIDE = 128
+"""Largest frame side the lite methods supersample: the 96-pixel generated scenes are, ~160-pixel real captures are
+not (at 2x2 they would cost 4x the rays per step)."""
+
+
 def lite_model() -> GenFusionModelConfig:
     """The sparse-view recipe compressed to the CPU budget of ``genfusion-2dgs-lite`` (``LITE_MAX_STEPS`` steps).
 
@@ -131,7 +136,8 @@ def lite_model() -> GenFusionModelConfig:
     0.5) wherever the dataset has depth files -- the authors' sparse recipe supervises depth too (monocular,
     weight 1); datasets without depth train photometrically (+0.9 dB held-out PSNR with depth on the dense
     benchmark scene at 1000 steps). 2x2 rays per pixel (``supersample=2``): pixels average light over their area,
-    and one ray per pixel capped held-out PSNR on the dense benchmark rooms (+0.8 to +1.2 dB with it).
+    and one ray per pixel capped held-out PSNR on the dense benchmark rooms (+0.8 to +1.2 dB with it); only on frames
+    up to ``LITE_SUPERSAMPLE_MAX_SIDE`` pixels, so real captures at ~160 px keep the lite step budget.
     """
     return GenFusionModelConfig(
         lambda_dssim=0.5,
@@ -141,6 +147,7 @@ def lite_model() -> GenFusionModelConfig:
         normal_start_step=300,
         sh_degree=0,
         supersample=2,
+        supersample_max_side=LITE_SUPERSAMPLE_MAX_SIDE,
         max_init_points=LITE_MAX_SEED_POINTS,
         num_random=2000,
         depth_loss="metric-l1",

@@ -152,4 +152,4 @@ def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
     bare = {**fused("a", 19.0, [19.0]), "repair_seconds": None}
     del bare["repair"][0]["input_psnr"]
     row = fusion_gain.markdown([baselines[0], bare], "lite").splitlines()[2]
-    assert row.endswith("| +2.00 | 19.00 vs n/a | 250 / 400 | n/a |")
+    assert row.endswith("| +2.00 | 19.00 vs n/a | no check | 250 / 400 | n/a |")

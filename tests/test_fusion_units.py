@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from genfusion_ns.fusion.repair import aspect_crop
+from genfusion_ns.fusion.repair import RenderWindow
 from genfusion_ns.fusion.schedule import repair_round_steps, repaired_view_weight, resolve_schedule
 from genfusion_ns.fusion.video_model import VideoModelUnavailable, load_video_pipeline
 from genfusion_ns.fusion.views import RepairedViews
@@ -32,13 +32,14 @@ def test_repaired_view_weight_is_a_sine_bump():
     assert repaired_view_weight(500, 1000, 7000, 1.0) == 0.0
 
 
-def test_aspect_crop_keeps_the_model_aspect_and_shifts_the_principal_point():
-    g = torch.Generator().manual_seed(0)
-    window = aspect_crop(100.0, 100.0, 64.0, 48.0, 128, 96, model_width=96, model_height=64, generator=g)
-    assert (window.width, window.height) == (128, 85)
-    assert window.cx == 64.0 and 48.0 - 11 <= window.cy <= 48.0
-    wide = aspect_crop(100.0, 100.0, 200.0, 50.0, 400, 100, model_width=96, model_height=64, generator=g)
-    assert (wide.width, wide.height) == (150, 100) and 200.0 - 250 <= wide.cx <= 200.0
+def test_render_window_is_the_full_training_frame():
+    from nerfstudio.cameras.cameras import Cameras
+
+    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=100.0, fy=90.0, cx=64.0, cy=40.0, width=128,
+                     height=72)
+    window = RenderWindow.of_camera(camera)
+    assert (window.fx, window.fy, window.cx, window.cy, window.width, window.height) == (100.0, 90.0, 64.0, 40.0,
+                                                                                          128, 72)
 
 
 def make_views(n: int, h: int = 8, w: int = 12, value: int = 7) -> RepairedViews:

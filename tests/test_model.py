@@ -288,6 +288,27 @@ def test_supersampled_training_keeps_regularisers_per_ray_and_densification_in_o
     assert torch.allclose(info["radii"][visible].float(), ref_info["radii"][visible].float(), atol=1.0)
 
 
+def test_frames_larger_than_supersample_max_side_render_one_ray_per_pixel():
+    capped = make_opaque(make_model(plane_points(n_side=12, z=-2.0), supersample=2, supersample_max_side=SIZE - 1))
+    plain = make_opaque(make_model(plane_points(n_side=12, z=-2.0)))
+    capped.train()
+    capped.step = 1
+    capped.get_outputs(make_camera())
+    info, _ = capped._step_renders[-1]
+    assert (info["width"], info["height"]) == (SIZE, SIZE)
+    capped.eval()
+    plain.eval()
+    assert torch.equal(capped.get_outputs_for_camera(make_camera())["rgb"],
+                       plain.get_outputs_for_camera(make_camera())["rgb"])
+    assert capped.supersample_factor(SIZE - 1, 8) == 2 and capped.supersample_factor(8, SIZE) == 1
+    from genfusion_ns.method_configs import lite_model
+
+    lite = make_model(**{k: getattr(lite_model(), k) for k in ("supersample", "supersample_max_side")})
+    assert lite.supersample_factor(96, 96) == 2 and lite.supersample_factor(160, 120) == 1
+
+
 def test_config_rejects_bad_supersample():
     with pytest.raises(ValueError, match="supersample"):
         GenFusionModelConfig(supersample=0)
+    with pytest.raises(ValueError, match="supersample_max_side"):
+        GenFusionModelConfig(supersample=2, supersample_max_side=0)

@@ -15,7 +15,6 @@ steps of
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import sys
@@ -482,17 +481,11 @@ def test_lite_trains_five_steps_on_the_real_capture(tmp_path, single_torch_threa
     shutil.copytree(
         LUND_SMALL, data
     )  # nerfstudio may write next to the dataset; keep the committed one clean
-    config = copy.deepcopy(genfusion_2dgs_lite.config)
-    config.pipeline.datamanager.data = data
-    config.output_dir = tmp_path / "outputs"
-    config.max_num_iterations = 5
-    config.machine.device_type = "cpu"
-    config.vis = "tensorboard"
-    config.viewer.quit_on_train_completion = True
-    config.steps_per_eval_image = config.steps_per_eval_all_images = config.steps_per_save = 10**6
+    from run_configs import finish, short_cpu_run
+
+    config = short_cpu_run(genfusion_2dgs_lite.config, data, tmp_path / "outputs", 5)
     config.pipeline.model.supersample = 1
-    config.set_timestamp()
-    config.save_config()
+    finish(config)
     torch.manual_seed(0)
     trainer = config.setup(local_rank=0, world_size=1)
     trainer.setup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -119,3 +120,57 @@ def test_every_mode_sees_the_generated_scene(tiny_dense_scene, tmp_path):
             v = -fx * local[:, 1] / z.clamp(min=1e-6) + cy
             seen = (z > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
             assert int(seen.sum()) >= 10, f"{name}: a camera sees {int(seen.sum())} scene points"
+
+
+def walking_cameras(n: int = 6, step: float = 0.3) -> torch.Tensor:
+    """OpenGL cameras walking down the +y axis and looking along it (z up): a forward, narrow capture."""
+    eyes = torch.stack([0.02 * torch.sin(torch.arange(n) * 1.0), step * torch.arange(n), torch.full((n,), 1.5)], -1)
+    return tj.look_at(eyes, eyes + torch.tensor([0.0, 10.0, 0.0]), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_auto_tells_inward_from_walking_captures():
+    assert tj.is_inward_facing(ring_of_cameras(n=8))
+    assert tj.is_inward_facing(ring_of_cameras(n=3, jitter=0.05))
+    assert not tj.is_inward_facing(walking_cameras())
+    assert not tj.is_inward_facing(walking_cameras()[:1])
+
+
+def test_walk_follows_the_training_cameras_and_looks_where_they_look():
+    train = walking_cameras(n=4, step=0.5)
+    poses = tj.walk_trajectory(train, 30, round_index=1, generator=torch.Generator().manual_seed(0), sway=0.25)
+    assert poses.shape == (30, 3, 4)
+    assert_valid_rotations(poses)
+    centres, train_centres = tj.camera_centers(poses), tj.camera_centers(train)
+    # Along the walk from the first to the last camera, swaying at most a fraction of the 0.5 spacing.
+    assert centres[:, 1].min() > -0.3 and centres[:, 1].max() < 1.5 + 0.3
+    assert (centres[:, 0] - train_centres[:, 0].mean()).abs().max() < 0.5
+    assert (centres[:, 0].max() - centres[:, 0].min()) > 0.05  # it does sway sideways
+    # Every camera looks roughly down the street, as the training cameras do (turns of a few degrees only).
+    assert (tj.forward_axes(poses) @ torch.tensor([0.0, 1.0, 0.0]) > 0.98).all()
+    other = tj.walk_trajectory(train, 30, round_index=1, generator=torch.Generator().manual_seed(1), sway=0.25)
+    assert not torch.allclose(poses, other)  # the phase is drawn per round
+
+
+def test_walk_interpolates_orientations_between_turning_cameras():
+    eyes = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+    up = torch.tensor([0.0, 0.0, 1.0])
+    left = tj.look_at(eyes[:1], eyes[:1] + torch.tensor([0.0, 1.0, 0.0]), up)
+    right = tj.look_at(eyes[1:], eyes[1:] + torch.tensor([1.0, 1.0, 0.0]), up)
+    poses = tj.walk_trajectory(torch.cat([left, right]), 9, 0, torch.Generator().manual_seed(0), sway=0.0,
+                               turn_degrees=0.0)
+    halfway = torch.tensor([math.sin(math.radians(22.5)), math.cos(math.radians(22.5)), 0.0])
+    assert torch.rad2deg(torch.acos((tj.forward_axes(poses)[4] @ halfway).clamp(max=1.0))) < 0.5
+    assert torch.allclose(tj.camera_centers(poses)[4], torch.tensor([0.5, 0.0, 1.0]), atol=1e-5)
+    assert torch.allclose(poses[0], left[0], atol=1e-5) and torch.allclose(poses[-1], right[0], atol=1e-5)
+
+
+def test_path_order_keeps_a_walk_and_sorts_unordered_photos():
+    walk = walking_cameras(n=6)
+    order = tj.path_order(tj.camera_centers(walk))
+    assert order.tolist() in ([0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0])
+    shuffled = walk[torch.tensor([3, 0, 5, 1, 4, 2])]
+    centres = tj.camera_centers(shuffled)[tj.path_order(tj.camera_centers(shuffled))]
+    assert ((centres[1:] - centres[:-1]).norm(dim=-1) < 0.35).all()  # neighbours only: no jumps along the street
+    a = tj.walk_trajectory(walk, 12, 0, torch.Generator().manual_seed(0))
+    b = tj.walk_trajectory(shuffled, 12, 0, torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-5)  # the same walk whatever order the photos came in

@@ -3,7 +3,10 @@
 Repaired views are appended to the *training* dataset (cameras, image files, cache), so the viewer shows them as
 camera frustums and they follow nerfstudio's data path; the evaluation dataset is never touched, so ``ns-eval``
 scores only real held-out views. Real and repaired views are sampled from separate pools: ``next_train`` returns
-real views only and ``next_repaired`` repaired ones (each pool is a shuffled pass without replacement).
+real views only and ``next_repaired`` repaired ones (each pool is a shuffled pass without replacement). A repaired
+view whose frame weight is 0 (the round's frame check skipped it, see ``genfusion_ns/fusion/agreement.py``) stays in
+the training dataset, so the viewer still shows it, but is never drawn; other weights travel in the batch
+(``REPAIRED_WEIGHT_KEY``) and scale that view's repaired-view loss.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from genfusion_ns.model.depth_dataset import OptionalDepthDataset
 
 REPAIRED_DEPTH_KEY = "repaired_depth"
 IS_REPAIRED_KEY = "is_repaired"
+REPAIRED_WEIGHT_KEY = "repaired_frame_weight"
 
 
 @dataclass
@@ -88,14 +92,20 @@ class GenFusionDatamanager(FullImageDatamanager[OptionalDepthDataset]):
 
     @property
     def repaired_indices(self) -> List[int]:
+        """Every repaired view in the training dataset, trained on or not."""
         return list(range(self.num_real_views, len(self.train_dataset)))
 
+    @property
+    def trained_repaired_indices(self) -> List[int]:
+        """The repaired views that are drawn for training: those with a frame weight above 0."""
+        return [i for i in self.repaired_indices if float(self.cached_train[i].get(REPAIRED_WEIGHT_KEY, 1.0)) > 0]
+
     def next_repaired(self, step: int) -> Optional[Tuple[Cameras, Dict]]:
-        """The next repaired view (camera, batch), or ``None`` when there is none."""
-        if not self.repaired_indices:
-            return None
+        """The next repaired view (camera, batch), or ``None`` when there is none with a weight above 0."""
         if not self._repaired_unseen:
-            self._repaired_unseen = self.repaired_indices
+            self._repaired_unseen = self.trained_repaired_indices
+            if not self._repaired_unseen:
+                return None
             self._repaired_rng.shuffle(self._repaired_unseen)
         index = self._repaired_unseen.pop(0)
         data = self.cached_train[index].copy()
@@ -131,12 +141,14 @@ class GenFusionDatamanager(FullImageDatamanager[OptionalDepthDataset]):
         outputs.image_filenames.extend(Path(p) for p in image_paths)
         if dataset.has_depth:  # depth files written in the dataset's file units (see scene_to_file_depth)
             dataset.depth_filenames.extend(Path(p) for p in depth_paths)
+        weights = views.frame_weights
         for i in range(len(views)):
             self.cached_train.append({
                 "image_idx": start + i,
                 "image": views.rgb[i].to(self.device) if self.config.cache_images == "gpu" else views.rgb[i],
                 REPAIRED_DEPTH_KEY: views.depth[i][..., None].float(),
                 IS_REPAIRED_KEY: True,
+                REPAIRED_WEIGHT_KEY: float(weights[i]),
             })
         self.train_cameras = dataset.cameras.to(self.device)
         self._repaired_unseen = []

@@ -25,10 +25,10 @@ from nerfstudio.viewer.viewer_elements import ViewerControl
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from genfusion_ns.errors import UserError
-from genfusion_ns.fusion import trajectories
+from genfusion_ns.fusion import agreement, trajectories
 from genfusion_ns.fusion import viewer as fusion_viewer
-from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, GenFusionDatamanagerConfig
-from genfusion_ns.fusion.repair import RepairFailed, RepairSettings, run_repair_round
+from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, REPAIRED_WEIGHT_KEY, GenFusionDatamanagerConfig
+from genfusion_ns.fusion.repair import RepairFailed, RepairSettings, render_rgbd, run_repair_round
 from genfusion_ns.fusion.schedule import FusionSchedule, resolve_schedule
 from genfusion_ns.fusion.video_model import (
     NONE,
@@ -84,15 +84,21 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Steps between repair rounds (overrides fusion_every_fraction)."""
     fusion_until: Optional[int] = None
     """End of the rounds and of the repaired-view weight in steps (overrides fusion_until_fraction)."""
-    trajectory: Literal["sparse", "crop", "rotation", "path"] = "sparse"
-    """Novel views: ellipse around the capture (sparse views), the training path full-frame (masked / narrow
-    field of view), the ellipse yawed sideways (scene completion), or a viewer camera path."""
+    trajectory: Literal["auto", "sparse", "walk", "crop", "rotation", "path"] = "auto"
+    """Novel views: 'auto' picks 'sparse' for inward-facing captures and 'walk' for forward-facing / walking ones;
+    'sparse' is the authors' ellipse around the capture, 'walk' moves along the training cameras swaying sideways,
+    'crop' renders the training path full-frame (masked / narrow field of view), 'rotation' yaws the ellipse
+    sideways (scene completion), 'path' follows a viewer camera path."""
     trajectory_frames: int = 85
-    """Frames per round for the 'sparse', 'rotation' and 'path' trajectories."""
+    """Frames per round for the 'sparse', 'walk', 'rotation' and 'path' trajectories."""
     camera_path: Optional[Path] = None
     """Camera path JSON saved by the nerfstudio viewer (trajectory 'path')."""
     rotation_angle: float = 90.0
     """Yaw of the 'rotation' trajectory, in degrees."""
+    walk_sway: float = 0.0
+    """Sideways sway of the 'walk' trajectory, as a fraction of the median spacing of neighbouring training cameras
+    (0: along the path through the training cameras, only turning; 0.25 scored 0.3 dB lower on the lund street,
+    docs/benchmarks.md)."""
     accumulate_repaired: bool = False
     """Keep earlier rounds' repaired views (the authors replace them every round)."""
     lambda_reg: float = 1.0
@@ -105,6 +111,21 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Weight of the scale-and-shift-invariant depth term inside the repaired-view loss."""
     repaired_feed_densification: bool = False
     """Let repaired views' screen-space gradients drive densification (the authors' code does not)."""
+    repaired_frame_check: Literal["training-views", "measure", "off"] = "measure"
+    """Trust in each repaired frame, from training data only (fusion/agreement.py): 'training-views' warps the
+    nearest training photos into the frame through the rendered depth and skips (weight 0) frames whose repair
+    agrees with them less than the render does by more than repaired_frame_min_gain_db allows; 'measure' (default)
+    records the same decision in the round's manifest and the log but trains on every frame; 'off' checks nothing.
+    The check ranks frames well but skipping them cost 1.3 dB on one of two unseen rooms (docs/benchmarks.md), hence
+    not the default yet."""
+    repaired_frame_min_gain_db: float = -2.0
+    """A frame is kept when PSNR(repair, warped photos) - PSNR(render, warped photos) is at least this (dB). Below 0:
+    the render matches the photos by construction, the video model pays a reproduction cost even where it is right
+    (-2 dB: the shipped model, tuned on room seed 310)."""
+    repaired_frame_min_valid_fraction: float = 0.1
+    """Frames with fewer pixels seen by the training views are judged by the size of the change instead."""
+    repaired_frame_check_views: int = 2
+    """Nearest training views warped into each repaired frame."""
     num_inference_steps: int = 25
     timestep_spacing: str = "uniform"
     """DDIM spacing: the authors' "uniform" / "uniform_trailing", or diffusers' "leading" / "trailing" / "linspace"."""
@@ -115,8 +136,12 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     the schedule (SDEdit; fewer steps, output closer to the render; suits small models)."""
     keep_video_model_on_device: bool = False
     """Keep the video model on the GPU between rounds (faster, but holds its memory during reconstruction)."""
+    compile_video_unet: bool = False
+    """Compile the video model's UNet with torch.compile on CUDA (GenFusionVideoPipeline.enable_torch_compile): the
+    first round spends minutes compiling and later rounds run faster, so it pays off only for runs with many rounds.
+    Needs a C++ toolchain and TORCHDYNAMO_DISABLE unset; ignored on CPU."""
     seed: int = 0
-    """Seed of trajectory phases, render windows and diffusion noise."""
+    """Seed of trajectory phases and diffusion noise."""
 
 
 class GenFusionPipeline(VanillaPipeline):
@@ -131,6 +156,7 @@ class GenFusionPipeline(VanillaPipeline):
         self._round_views: List[RepairedViews] = []  # the rounds in the training set, as loaded (for the viewer)
         self.completed_rounds = 0
         self.repair_seconds = 0.0  # wall time spent in repair rounds (rendering + video model), for reports
+        self.frame_checks: List[Dict[str, Any]] = []  # per round: what the repaired-frame check decided
         self.output_dir: Optional[Path] = None
         self._viewer: Optional[Any] = None  # the trainer's live viewer, to show repaired views as they arrive
         self._viewer_handles: List[Any] = []  # frustums of the repaired views drawn there
@@ -174,6 +200,14 @@ class GenFusionPipeline(VanillaPipeline):
             self.repair_settings.validate()
         except ValueError as error:
             raise FusionSettingsError(str(error)) from None
+        if not 0.0 <= cfg.repaired_frame_min_valid_fraction <= 1.0 or cfg.repaired_frame_check_views < 1:
+            raise FusionSettingsError(f"--pipeline.repaired-frame-min-valid-fraction "
+                                      f"({cfg.repaired_frame_min_valid_fraction}) must be in [0, 1] and "
+                                      f"--pipeline.repaired-frame-check-views ({cfg.repaired_frame_check_views}) "
+                                      "at least 1.")
+        if not cfg.walk_sway >= 0.0:
+            raise FusionSettingsError(f"--pipeline.walk-sway must be >= 0 (a fraction of the training cameras' "
+                                      f"spacing), got {cfg.walk_sway}.")
         if cfg.repaired_every < 1 or cfg.repaired_views_per_step < 1:
             raise FusionSettingsError(f"--pipeline.repaired-every ({cfg.repaired_every}) and "
                                       f"--pipeline.repaired-views-per-step ({cfg.repaired_views_per_step}) must "
@@ -183,11 +217,13 @@ class GenFusionPipeline(VanillaPipeline):
     def get_extra_state(self) -> Dict[str, Any]:
         return {"repaired_round_folders": list(self.repaired_round_folders), "completed_rounds": self.completed_rounds,
                 "repair_seconds": self.repair_seconds, "generator": self._generator.get_state(),
-                "repaired_sampling": self.datamanager.repaired_sampling_state()}
+                "repaired_sampling": self.datamanager.repaired_sampling_state(),
+                "frame_checks": [dict(record) for record in self.frame_checks]}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
         self.completed_rounds = int(state.get("completed_rounds", 0))
         self.repair_seconds = float(state.get("repair_seconds", 0.0))
+        self.frame_checks = [dict(record) for record in state.get("frame_checks", [])]
         if "generator" in state:  # the next round draws the poses and noise the uninterrupted run would
             self._generator.set_state(state["generator"])
         self._clear_rounds()
@@ -260,9 +296,12 @@ class GenFusionPipeline(VanillaPipeline):
             return {}
         totals: Dict[str, torch.Tensor] = {}
         for _ in range(cfg.repaired_views_per_step):
-            camera, batch = self.datamanager.next_repaired(step)
+            drawn = self.datamanager.next_repaired(step)
+            if drawn is None:  # the frame check skipped every repaired view of the round
+                break
+            camera, batch = drawn
             camera.metadata[FEEDS_DENSIFICATION_KEY] = cfg.repaired_feed_densification
-            batch[LOSS_WEIGHT_KEY] = weight
+            batch[LOSS_WEIGHT_KEY] = weight * float(batch.get(REPAIRED_WEIGHT_KEY, 1.0))
             outputs = self.model(camera)
             losses = self.model.get_loss_dict(outputs, batch)
             losses.pop("camera_opt_regularizer", None)
@@ -279,20 +318,35 @@ class GenFusionPipeline(VanillaPipeline):
     def video_pipeline(self):
         """The video model, loaded on first use and moved to this pipeline's device."""
         if not self._video:
-            self._video.append(load_video_pipeline(self.config.video_model, self.device, seed=self.config.seed))
+            self._video.append(load_video_pipeline(self.config.video_model, self.device, seed=self.config.seed,
+                                                   compile_unet=self.config.compile_video_unet))
         pipe = self._video[0]
         if pipe is not None and pipe.device != torch.device(self.device):
             pipe.to(self.device)
         return pipe
 
+    def trajectory_mode(self) -> str:
+        """The configured trajectory, with 'auto' resolved from the training cameras."""
+        if self.config.trajectory != "auto":
+            return self.config.trajectory
+        inward = trajectories.is_inward_facing(self._real_camera_to_worlds())
+        return "sparse" if inward else "walk"
+
+    def _real_camera_to_worlds(self) -> torch.Tensor:
+        return self.datamanager.train_dataset.cameras[: self.datamanager.num_real_views].camera_to_worlds.float()
+
     def trajectory(self, round_index: int) -> torch.Tensor:
         cfg = self.config
-        real = self.datamanager.train_dataset.cameras[: self.datamanager.num_real_views].camera_to_worlds.float()
-        if cfg.trajectory == "sparse":
+        real = self._real_camera_to_worlds()
+        mode = self.trajectory_mode()
+        if mode == "sparse":
             return trajectories.sparse_ellipse(real, cfg.trajectory_frames, round_index, self._generator)
-        if cfg.trajectory == "crop":
+        if mode == "walk":
+            return trajectories.walk_trajectory(real, cfg.trajectory_frames, round_index, self._generator,
+                                                sway=cfg.walk_sway)
+        if mode == "crop":
             return trajectories.crop_trajectory(real)
-        if cfg.trajectory == "rotation":
+        if mode == "rotation":
             return trajectories.rotation_trajectory(real, cfg.trajectory_frames, cfg.rotation_angle)
         if cfg.camera_path is None:
             raise ValueError("trajectory 'path' needs --pipeline.camera-path pointing to a viewer camera path JSON.")
@@ -339,6 +393,7 @@ class GenFusionPipeline(VanillaPipeline):
         finally:
             if not cfg.keep_video_model_on_device:
                 release_from_accelerator(pipe)
+        self._check_repaired_frames(views, real_cameras)
         folder = (self.output_dir or Path("outputs") / REPAIRED_FOLDER) / f"round_{round_index:02d}_step_{step:06d}"
         paths = views.save(folder, self.datamanager.scene_to_file_depth)  # complete on disk, or not there at all
         if not cfg.accumulate_repaired:
@@ -347,6 +402,40 @@ class GenFusionPipeline(VanillaPipeline):
         self.completed_rounds += 1
         CONSOLE.print(f"GenFusion: round {round_index} added {len(views)} repaired views ({folder}).")
         return True
+
+    def _check_repaired_frames(self, views: RepairedViews, real_cameras: Any) -> None:
+        """Judge the round's frames against the training photos (``fusion/agreement.py``), set their weights (mode
+        'training-views'), record the decision in ``views.checks`` (written to the manifest) and in
+        ``frame_checks`` (checkpoint state), and log it."""
+        cfg = self.config
+        if cfg.repaired_frame_check == "off" or views.input_rgb is None or views.input_depth is None:
+            return
+        settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
+                                           min_valid_fraction=cfg.repaired_frame_min_valid_fraction,
+                                           num_views=cfg.repaired_frame_check_views)
+        verdicts = agreement.check_frames(
+            views.rgb.float() / 255.0, views.input_rgb.float() / 255.0, views.input_depth,
+            agreement.pinholes(views.camera_to_worlds, views.fx, views.fy, views.cx, views.cy),
+            agreement.pinholes(real_cameras.camera_to_worlds, real_cameras.fx, real_cameras.fy, real_cameras.cx,
+                               real_cameras.cy),
+            lambda i: self._training_evidence(real_cameras, i), settings)
+        views.checks = [v.as_dict() for v in verdicts]
+        if cfg.repaired_frame_check == "training-views":
+            views.weights = torch.tensor([v.weight for v in verdicts], dtype=torch.float32)
+        record = {"round": views.round_index, "step": views.step, "mode": cfg.repaired_frame_check,
+                  **agreement.summarize(verdicts)}
+        self.frame_checks.append(record)
+        rules = ", ".join(f"{rule} {count}" for rule, count in sorted(record["by_rule"].items()))
+        action = "trains on" if cfg.repaired_frame_check == "training-views" else "would train on (measure only)"
+        CONSOLE.print(f"GenFusion: round {views.round_index} frame check {action} {record['kept']} of "
+                      f"{record['frames']} repaired frames ({rules}; mean gain over the renders against the "
+                      f"training photos {record['mean_gain_db']} dB).", highlight=False)
+
+    def _training_evidence(self, real_cameras: Any, index: int):
+        """Training photo ``index``, the model's depth rendered at its camera and its mask (None without one)."""
+        _, depth = render_rgbd(self.model, real_cameras[index : index + 1])
+        mask = self.datamanager.cached_train[index].get("mask")
+        return self._train_image(index), depth[0], None if mask is None else mask.float().cpu()
 
     def _add_round(self, views: RepairedViews, folder: Path,
                    paths: Optional[tuple[List[Path], List[Path]]] = None) -> None:

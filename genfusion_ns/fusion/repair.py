@@ -27,7 +27,7 @@ TIMESTEP_SPACINGS = ("uniform", "uniform_trailing", "leading", "trailing", "lins
 @dataclass(frozen=True)
 class RepairSettings:
     """How the video model samples one repair; the defaults are the authors' (25 DDIM steps, uniform spacing, CFG 3.2
-    with rescale 0.7, from pure noise). ``seed`` seeds the round's generator (trajectory phases, windows, noise)."""
+    with rescale 0.7, from pure noise). ``seed`` seeds the round's generator (trajectory phases, diffusion noise)."""
 
     num_inference_steps: int = 25
     timestep_spacing: str = "uniform"
@@ -63,7 +63,8 @@ class RepairSettings:
 
 @dataclass
 class RenderWindow:
-    """Intrinsics of the rendered frames: the training camera cropped to the video model's aspect ratio."""
+    """Intrinsics of the rendered frames: the training camera's, full frame (the video model letterboxes frames of
+    any aspect ratio itself, so nothing of the view is cropped away)."""
 
     fx: float
     fy: float
@@ -72,17 +73,10 @@ class RenderWindow:
     width: int
     height: int
 
-
-def aspect_crop(fx: float, fy: float, cx: float, cy: float, width: int, height: int, model_width: int,
-                model_height: int, generator: Optional[torch.Generator] = None) -> RenderWindow:
-    """Largest window of the training image with the model's aspect ratio, at a random offset (the authors draw a
-    random window origin per clip). The principal point moves with the window, so the crop is exact."""
-    aspect = model_width / model_height
-    crop_w, crop_h = (round(height * aspect), height) if width / height > aspect else (width, round(width / aspect))
-    crop_w, crop_h = max(1, min(crop_w, width)), max(1, min(crop_h, height))
-    offset_x = int(torch.randint(0, width - crop_w + 1, (), generator=generator))
-    offset_y = int(torch.randint(0, height - crop_h + 1, (), generator=generator))
-    return RenderWindow(fx, fy, cx - offset_x, cy - offset_y, crop_w, crop_h)
+    @classmethod
+    def of_camera(cls, camera: Cameras) -> "RenderWindow":
+        return cls(float(camera.fx), float(camera.fy), float(camera.cx), float(camera.cy), int(camera.width),
+                   int(camera.height))
 
 
 def make_cameras(poses: torch.Tensor, window: RenderWindow) -> Cameras:
@@ -130,16 +124,13 @@ def run_repair_round(
     clip). ``train_image(i)`` returns training image ``i`` as float ``[H,W,3]`` in [0,1]."""
     from genfusion_ns.video.preprocess import clip_windows
 
-    model_size = pipe.config
-    clip_length = int(model_size.num_frames)
-    base = train_cameras[0:1]
+    clip_length = int(pipe.config.num_frames)
+    window = RenderWindow.of_camera(train_cameras[0:1])
     windows = clip_windows(poses.shape[0], clip_length)
     train_c2w = train_cameras.camera_to_worlds
     collected: List[dict] = []
     for k, (start, first_new) in enumerate(windows):
         clip_poses = poses[start : start + clip_length]
-        window = aspect_crop(float(base.fx), float(base.fy), float(base.cx), float(base.cy), int(base.width),
-                             int(base.height), int(model_size.width), int(model_size.height), generator)
         rgb, depth = render_rgbd(model, make_cameras(clip_poses, window))
         reference = train_image(nearest_training_view(clip_poses, train_c2w))
         try:
@@ -152,7 +143,7 @@ def run_repair_round(
         keep = range(first_new - start, clip_poses.shape[0])
         for j in keep:
             collected.append({"pose": clip_poses[j], "window": window, "rgb": repaired_rgb[j],
-                              "depth": repaired_depth[j], "input_rgb": rgb[j]})
+                              "depth": repaired_depth[j], "input_rgb": rgb[j], "input_depth": depth[j]})
         if on_clip_done is not None:
             on_clip_done(k + 1, len(windows))
     return _stack(collected, round_index, step)
@@ -169,4 +160,5 @@ def _stack(frames: List[dict], round_index: int, step: int) -> RepairedViews:
         depth=torch.stack([f["depth"] for f in frames]).float(),
         round_index=round_index, step=step,
         input_rgb=as_uint8("input_rgb"),
+        input_depth=torch.stack([f["input_depth"] for f in frames]).float(),  # for the training-view check
     )

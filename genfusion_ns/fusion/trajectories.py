@@ -6,6 +6,10 @@ The modes follow the authors' outpainters (``genfusion_reconstruction.md`` §5.3
 
 * ``sparse``: an ellipse around the training cameras' focus point, whose height swing shrinks and whose pitch
   grows with the round index, so every round shows the model different novel views;
+* ``walk``: along the training cameras in capture order, positions and orientations interpolated between them and
+  swayed sideways and up by a fraction of their spacing (forward-facing and walking captures, whose optical axes
+  do not converge: an ellipse around their "focus point" would look at nothing the views saw);
+* ``auto``: ``sparse`` for inward-facing captures, ``walk`` otherwise (:func:`is_inward_facing`);
 * ``crop``: the training trajectory itself, rendered full-frame (masked / narrow field-of-view input);
 * ``rotation``: an ellipse at the cameras' mean height whose cameras are yawed sideways by an angle (completion);
 * ``path``: a camera path saved from the nerfstudio viewer.
@@ -139,6 +143,86 @@ def rotation_trajectory(train_c2w: torch.Tensor, num_frames: int, angle_degrees:
     poses = look_at(eyes, ring.center, ring.up)
     # The authors yaw about the OpenCV y axis (pointing down); OpenGL's y points up, hence the sign.
     return rotate_about_local_axis(poses, axis=1, degrees=-angle_degrees)
+
+
+def is_inward_facing(c2w: torch.Tensor, min_spread_degrees: float = 30.0) -> bool:
+    """True when the cameras look at a common region from around it: their viewing directions spread by more than
+    ``min_spread_degrees`` (mean angle to the mean direction) and the focus point lies in front of at least 80 % of
+    them. Forward-facing and walking captures (near-parallel axes) are not."""
+    if c2w.shape[0] < 2:
+        return False
+    dirs = torch.nn.functional.normalize(forward_axes(c2w).double(), dim=-1)
+    mean_dir = torch.nn.functional.normalize(dirs.mean(0), dim=0) if dirs.mean(0).norm() > 1e-6 else None
+    spread = 180.0 if mean_dir is None else float(torch.rad2deg(torch.acos((dirs @ mean_dir).clamp(-1, 1))).mean())
+    if spread < min_spread_degrees:
+        return False
+    to_focus = focus_point(c2w).double() - camera_centers(c2w).double()
+    return float(((to_focus * dirs).sum(-1) > 0).double().mean()) >= 0.8
+
+
+def _slerp_rotations(rotations: torch.Tensor, knots: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``[K,3,3]`` given at increasing ``knots`` ``[K]`` -> slerped at ``at`` ``[N]``."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    if rotations.shape[0] == 1:
+        return rotations.expand(at.shape[0], 3, 3).clone()
+    slerp = Slerp(knots.double().numpy(), Rotation.from_matrix(rotations.double().numpy()))
+    return torch.from_numpy(slerp(at.double().clamp(knots[0], knots[-1]).numpy()).as_matrix()).to(rotations.dtype)
+
+
+def path_order(centres: torch.Tensor) -> torch.Tensor:
+    """Indices visiting the cameras as one path: from the camera farthest from their mean, always on to the
+    nearest camera not visited yet. A sequential capture keeps its order; unordered photos become a walk."""
+    count = centres.shape[0]
+    if count < 3:
+        return torch.arange(count)
+    distances = torch.cdist(centres.double(), centres.double())
+    order = [int((centres.double() - centres.double().mean(0)).norm(dim=-1).argmax())]
+    visited = torch.zeros(count, dtype=torch.bool)
+    visited[order[0]] = True
+    for _ in range(count - 1):
+        candidates = torch.where(visited, torch.full_like(distances[order[-1]], float("inf")), distances[order[-1]])
+        order.append(int(candidates.argmin()))
+        visited[order[-1]] = True
+    return torch.tensor(order)
+
+
+def walk_trajectory(train_c2w: torch.Tensor, num_frames: int, round_index: int,
+                    generator: torch.Generator | None = None, sway: float = 0.0,
+                    turn_degrees: float = 6.0) -> torch.Tensor:
+    """Cameras moving along the training cameras (a polyline through their centres in :func:`path_order`, sampled
+    evenly by arc length), each oriented by slerping the two training cameras it lies between, so it looks at what they
+    see; then swayed along its own right / up axes by up to ``sway`` x the median spacing of neighbouring training
+    cameras (none by default) and turned by up to ``turn_degrees`` (yaw) and half that (pitch), with a random phase per round and a
+    sway that grows slightly with the round index. A single training camera gets a small loop around itself."""
+    train_c2w = train_c2w[path_order(camera_centers(train_c2w))]
+    centres = camera_centers(train_c2w).double()
+    steps = (centres[1:] - centres[:-1]).norm(dim=-1)
+    spacing = float(steps.median()) if len(steps) else 0.0
+    if spacing <= 1e-9:
+        spacing = 0.05 * max(float(centres.norm(dim=-1).max()), 1.0)
+    knots = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
+    at = torch.linspace(0.0, float(knots[-1]), num_frames, dtype=torch.float64)
+    if len(knots) > 1 and float(knots[-1]) > 0:
+        unique = torch.cat([torch.ones(1, dtype=torch.bool), steps > 1e-9])  # drop repeated positions
+        knots_u, centres_u, rotations_u = knots[unique], centres[unique], train_c2w[unique, :3, :3].double()
+        index = torch.searchsorted(knots_u, at, right=True).clamp(1, len(knots_u) - 1)
+        low, high = knots_u[index - 1], knots_u[index]
+        weight = ((at - low) / (high - low).clamp_min(1e-12))[:, None]
+        eyes = centres_u[index - 1] * (1 - weight) + centres_u[index] * weight
+        rotations = _slerp_rotations(rotations_u, knots_u, at)
+    else:
+        eyes = centres[:1].expand(num_frames, 3).clone()
+        rotations = train_c2w[:1, :3, :3].double().expand(num_frames, 3, 3).clone()
+    phase = 2.0 * math.pi * float(torch.rand((), generator=generator))
+    wave = torch.linspace(0.0, 2.0 * math.pi, num_frames, dtype=torch.float64) + phase
+    amplitude = sway * spacing * (1.0 + 0.25 * min(round_index, 4))
+    right, up = rotations[:, :, 0], rotations[:, :, 1]
+    eyes = eyes + amplitude * (torch.sin(wave)[:, None] * right + 0.5 * torch.cos(2.0 * wave)[:, None] * up)
+    poses = torch.cat([rotations, eyes[:, :, None]], dim=-1).to(train_c2w.dtype)
+    yaw, pitch = turn_degrees * torch.sin(wave + 0.5 * math.pi), 0.5 * turn_degrees * torch.sin(2.0 * wave)
+    out = torch.stack([rotate_about_local_axis(poses[i : i + 1], 1, float(yaw[i]))[0] for i in range(num_frames)])
+    return torch.stack([rotate_about_local_axis(out[i : i + 1], 0, float(pitch[i]))[0] for i in range(num_frames)])
 
 
 def load_viewer_camera_path(path: str | Path, num_frames: int | None = None) -> torch.Tensor:

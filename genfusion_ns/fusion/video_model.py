@@ -125,8 +125,10 @@ def check_model_folder(folder: Path, spec: str) -> None:
                                         "again.")
 
 
-def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0) -> VideoRepairModel | None:
-    """Build the :class:`GenFusionVideoPipeline` named by ``spec`` on ``device`` (fp16 on CUDA, fp32 on CPU).
+def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0,
+                        compile_unet: bool = False) -> VideoRepairModel | None:
+    """Build the :class:`GenFusionVideoPipeline` named by ``spec`` on ``device`` (fp16 on CUDA, fp32 on CPU), its
+    UNet compiled with ``compile_unet`` on CUDA (on CPU the flag is reported and ignored).
 
     Returns ``None`` for ``"none"`` and :class:`IdentityRepair` for ``"identity"``; every other result is a
     ``GenFusionVideoPipeline``. All satisfy :class:`~genfusion_ns.video.interface.VideoRepairModel`.
@@ -149,7 +151,20 @@ def load_video_pipeline(spec: str, device: torch.device | str, seed: int = 0) ->
             raise VideoModelUnavailable(str(error)) from error
     pipe = pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
+    if compile_unet:
+        compile_on_cuda(pipe, device)
     return pipe
+
+
+def compile_on_cuda(pipe: Any, device: torch.device) -> bool:
+    """``pipe.enable_torch_compile()`` when it runs on CUDA; elsewhere say that the flag is ignored."""
+    if device.type == "cuda":
+        pipe.enable_torch_compile()
+        return True
+    from nerfstudio.utils.rich_utils import CONSOLE
+
+    CONSOLE.print("[yellow]--pipeline.compile-video-unet is for CUDA; the video model runs uncompiled here.")
+    return False
 
 
 def release_from_accelerator(pipe: VideoRepairModel | None) -> None:

@@ -6,7 +6,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -21,7 +21,11 @@ MANIFEST_NAME = "manifest.json"
 class RepairedViews:
     """``N`` repaired frames. Poses are nerfstudio camera-to-world ``[N,3,4]`` (OpenGL) in the dataparser's frame;
     intrinsics are per view; ``rgb`` is uint8 ``[N,H,W,3]``; ``depth`` float32 ``[N,H,W]`` in scene units.
-    ``input_rgb`` (uint8, optional) is the render the video model repaired, kept to show and measure the repair."""
+    ``input_rgb`` (uint8, optional) is the render the video model repaired, kept to show and measure the repair;
+    ``input_depth`` (float32, optional, in memory only) the render's z-depth, which the training-view check warps
+    with. ``weights`` (float32 ``[N]``, optional: all 1) scales each frame's repaired-view loss, 0 = never trained
+    on; ``checks`` holds what the check (``genfusion_ns/fusion/agreement.py``) decided per frame. Both are written
+    to the manifest; folders written before they existed load with ``weights`` / ``checks`` None."""
 
     camera_to_worlds: torch.Tensor
     fx: torch.Tensor
@@ -33,6 +37,9 @@ class RepairedViews:
     round_index: int
     step: int
     input_rgb: torch.Tensor | None = None
+    input_depth: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    checks: Optional[List[Dict[str, object]]] = None
 
     def __len__(self) -> int:
         return int(self.camera_to_worlds.shape[0])
@@ -44,6 +51,13 @@ class RepairedViews:
     @property
     def width(self) -> int:
         return int(self.rgb.shape[2])
+
+    @property
+    def frame_weights(self) -> torch.Tensor:
+        """Per-frame loss weights ``[N]`` (1 where no check set them)."""
+        if self.weights is None:
+            return torch.ones(len(self))
+        return self.weights.float().reshape(len(self))
 
     def save(self, folder: Path, scene_to_file_depth: float = 1.0) -> Tuple[List[Path], List[Path]]:
         """Write ``frame_XXXX.png`` / ``depth_XXXX.npy`` and a manifest; returns the image and depth paths.
@@ -76,6 +90,10 @@ class RepairedViews:
         if self.input_rgb is not None:
             frame["input"] = f"input_{i:04d}.png"
             Image.fromarray(self.input_rgb[i].cpu().numpy()).save(folder / frame["input"])
+        if self.weights is not None:
+            frame["weight"] = float(self.weights[i])
+        if self.checks is not None:
+            frame["check"] = self.checks[i]
         return frame
 
     @staticmethod
@@ -110,9 +128,14 @@ class RepairedViews:
         if all("input" in f for f in frames):
             input_rgb = torch.from_numpy(
                 np.stack([np.asarray(Image.open(folder / f["input"]).convert("RGB")) for f in frames]))
+        weights = column("weight") if all("weight" in f for f in frames) else None  # older rounds: no weights
+        checks = [f["check"] for f in frames] if all("check" in f for f in frames) else None
+        if weights is not None and not bool(torch.isfinite(weights).all() and (weights >= 0).all()):
+            raise ValueError("the manifest's frame weights must be finite and >= 0")
         return cls(
             camera_to_worlds=torch.tensor([f["camera_to_world"] for f in frames], dtype=torch.float32),
             fx=column("fx"), fy=column("fy"), cx=column("cx"), cy=column("cy"),
             rgb=torch.from_numpy(rgb), depth=torch.from_numpy(depth.astype(np.float32)),
             round_index=int(manifest["round"]), step=int(manifest["step"]), input_rgb=input_rgb,
+            weights=weights, checks=checks,
         )

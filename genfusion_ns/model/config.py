@@ -56,6 +56,10 @@ class GenFusionModelConfig(SplatfactoModelConfig):
     pixels integrate light over their area; one ray per pixel can only fit that with a blur that is right for one
     view, so held-out views alias. 2 costs about 1.4x per training step with the ``cpu`` rasterizer (docs/benchmarks.md);
     the regularisers stay per ray."""
+    supersample_max_side: int | None = None
+    """Supersample only frames whose long side is at most this many pixels (None: every frame). Aliasing is worst
+    at the tiny sizes of CPU runs, while the cost grows with supersample squared: real captures at 160 px and more
+    train at one ray per pixel within the lite step budget."""
     surfel_thickness: float = 1e-3
     """Normal-axis scale of each surfel relative to its in-plane size at initialisation. The rasterizer ignores it;
     it only keeps exported PLYs (read as 3D Gaussians by viewers) flat."""
@@ -129,6 +133,8 @@ class GenFusionModelConfig(SplatfactoModelConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not isinstance(self.supersample, int) or not 1 <= self.supersample <= 8:
             raise ValueError(f"supersample must be an int from 1 to 8 (rays per pixel and axis), got {self.supersample!r}.")
+        if self.supersample_max_side is not None and self.supersample_max_side < 1:
+            raise ValueError(f"supersample_max_side must be >= 1 pixel (or None), got {self.supersample_max_side}.")
         if self.surfel_thickness <= 0:
             raise ValueError(f"surfel_thickness must be > 0, got {self.surfel_thickness}.")
         if self.max_init_points is not None and self.max_init_points < 4:

@@ -17,10 +17,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+import torch
 from nerfstudio.cameras.cameras import CAMERA_MODEL_TO_TYPE
 from nerfstudio.data.dataparsers.base_dataparser import DataparserOutputs
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import Nerfstudio, NerfstudioDataParserConfig
@@ -184,6 +185,26 @@ def _depth_problem(path: Path) -> str | None:
     return None
 
 
+def _stereo_seed_points(outputs: DataparserOutputs) -> dict[str, Any]:
+    """``points3D_xyz`` / ``points3D_rgb`` (nerfstudio's seed-point metadata) from the training views, or nothing
+    when too few agree."""
+    from genfusion_ns.model.stereo_points import plane_sweep_points
+
+    cameras = outputs.cameras
+    images = [torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)
+              for path in outputs.image_filenames]
+    intrinsics = torch.cat([cameras.fx, cameras.fy, cameras.cx, cameras.cy], dim=-1).float()
+    xyz, rgb = plane_sweep_points(images, cameras.camera_to_worlds.float(), intrinsics)
+    if len(xyz) < 4:
+        CONSOLE.print("[bold yellow]Warning: the dataset has no seed points and its training views agree on too "
+                      "few pixels to triangulate any; training starts from random points.", soft_wrap=True)
+        return {}
+    CONSOLE.print(f"No seed-point file: {len(xyz)} seed points triangulated where the {len(images)} training views "
+                  "agree (`nerfstudio-data --points-without-ply none` starts from random points instead).",
+                  soft_wrap=True)
+    return {"points3D_xyz": xyz, "points3D_rgb": rgb}
+
+
 def _first_failure(check: Callable[[int], str | None], count: int) -> str | None:
     """The first non-``None`` ``check(i)`` over ``range(count)``, on a few threads (decoders free the GIL)."""
     executor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
@@ -220,6 +241,9 @@ class ValidatedNerfstudio(Nerfstudio):
         except (AssertionError, RuntimeError) as error:  # nerfstudio's own complaints about the data
             raise DatasetError(f"nerfstudio cannot read {transforms}: {str(error).strip()}") from error
         self._check_outputs(transforms, meta, split, outputs)
+        if (split == "train" and self._reads_files and self.config.load_3D_points
+                and self.config.points_without_ply == "stereo" and "points3D_xyz" not in outputs.metadata):
+            outputs.metadata.update(_stereo_seed_points(outputs))
         return outputs
 
     def _check_before_parsing(self, transforms: Path, meta: dict[str, Any]) -> None:
@@ -325,3 +349,6 @@ class ValidatedNerfstudioDataParserConfig(NerfstudioDataParserConfig):
     """``nerfstudio-data`` with GenFusion's start-up validation (same options, same outputs)."""
 
     _target: type = field(default_factory=lambda: ValidatedNerfstudio)
+    points_without_ply: Literal["stereo", "none"] = "stereo"
+    """Seed points when transforms.json names no ply_file_path: 'stereo' triangulates them where the training
+    views agree (a plane sweep, see genfusion_ns/model/stereo_points.py); 'none' leaves the model's random box."""

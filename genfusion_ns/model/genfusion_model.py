@@ -125,6 +125,11 @@ class GenFusionModel(SplatfactoModel):
         # Every training render of the current step: (info for the strategy, whether it feeds densification).
         self._step_renders: list[tuple[dict[str, Tensor | int], bool]] = []
 
+    def supersample_factor(self, width: int, height: int) -> int:
+        """Rays per pixel and axis for a ``width x height`` frame (see ``supersample_max_side``)."""
+        limit = self.config.supersample_max_side
+        return self.config.supersample if limit is None or max(width, height) <= limit else 1
+
     def _initial_points(self) -> tuple[Tensor, Tensor]:
         """Seed positions ``[N, 3]`` and colours in [0, 1] from the dataset's points; random cube when there are none."""
         points = self.seed_points
@@ -250,7 +255,7 @@ class GenFusionModel(SplatfactoModel):
         width, height = int(camera.width.item()), int(camera.height.item())
         camera.rescale_output_resolution(scale_factor)
         self.last_size = (height, width)
-        ss = self.config.supersample
+        ss = self.supersample_factor(width, height)
         intrinsics[:, :2] *= ss  # fx, fy, cx, cy: sub-pixel centres fall at (k + 0.5) / ss inside each pixel
 
         if self.config.sh_degree > 0:

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from .framing import Letterbox
 from .output import OUTPUT_TYPES, ArrayLike
 from .preprocess import (
     DisparityRange,
     clip_windows,
     depth_to_disparity_code,
     disparity_code_to_depth,
+    pack_rgbd,
     pad_frames,
     rgb_from_model,
     rgb_to_model,
@@ -25,7 +28,7 @@ from .preprocess import (
 
 @dataclass
 class PreparedClip:
-    """One model-length window of the input, in the model's conventions."""
+    """One model-length window of the input, in the model's conventions (letterboxed to the model's size)."""
 
     start: int
     first_new: int
@@ -33,6 +36,9 @@ class PreparedClip:
     rgb_code: torch.Tensor  # [3, F, h, w] in [-1, 1]
     depth_code: torch.Tensor  # [1, F, h, w] in [-1, 1]
     disparity_range: DisparityRange | None
+    letterbox: Letterbox
+    rgb: torch.Tensor  # [F, H, W, 3] the input frames (padded to F), for residual decoding at the input size
+    depth: torch.Tensor  # [F, H, W]
 
 
 def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
@@ -79,41 +85,82 @@ def per_clip(name: str, value: torch.Tensor | None, clip: int, count: int, dims:
     return value[clip]
 
 
+def frame_codes(
+    rgb: torch.Tensor, depth: torch.Tensor, letterbox: Letterbox, disparity_range: DisparityRange | None = None
+) -> tuple[torch.Tensor, torch.Tensor, DisparityRange | None]:
+    """Frames ``[T, H, W, 3]`` / ``[T, H, W]`` -> letterboxed RGB and disparity codes ``[3|1, T, h, w]`` and the
+    disparity range used (the clip's own unless one is given; see :func:`.preprocess.depth_to_disparity_code`).
+
+    The one implementation of "frames of any size to what the model sees": training data goes through it too.
+    """
+    depth_code, disparity_range = depth_to_disparity_code(
+        depth, letterbox.inner_height, letterbox.inner_width, disparity_range
+    )
+    rgb_code = rgb_to_model(rgb, letterbox.inner_height, letterbox.inner_width)
+    return letterbox.pad(rgb_code), letterbox.pad(depth_code), disparity_range
+
+
 def prepare_clips(
     artifact_rgb: torch.Tensor, artifact_depth: torch.Tensor, length: int, height: int, width: int
 ) -> list[PreparedClip]:
-    """Cut the video into windows of ``length`` frames and convert each to the model's RGB / disparity codes
-    at ``height`` x ``width``.
+    """Cut the video into windows of ``length`` frames and convert each to the model's RGB / disparity codes,
+    letterboxed into ``height`` x ``width`` (see :mod:`.framing`).
 
     A video shorter than the clip length is padded by repeating its last frame (the padded frames are
     dropped from the output); the depth normalisation is per window, as the authors normalise per 16-frame
     window.
     """
+    letterbox = Letterbox.fit(artifact_rgb.shape[1], artifact_rgb.shape[2], height, width)
     clips = []
     for start, first_new in clip_windows(artifact_rgb.shape[0], length):
         rgb = artifact_rgb[start : start + length]
         depth = artifact_depth[start : start + length]
         num_valid = rgb.shape[0]
         rgb, depth = pad_frames(rgb, length), pad_frames(depth, length)
-        depth_code, disparity_range = depth_to_disparity_code(depth, height, width)
+        rgb_code, depth_code, disparity_range = frame_codes(rgb, depth, letterbox)
         clips.append(
             PreparedClip(
                 start=start,
                 first_new=first_new,
                 num_valid=num_valid,
-                rgb_code=rgb_to_model(rgb, height, width),
+                rgb_code=rgb_code,
                 depth_code=depth_code,
                 disparity_range=disparity_range,
+                letterbox=letterbox,
+                rgb=rgb,
+                depth=depth,
             )
         )
     return clips
 
 
 def clip_outputs(
-    decoded: torch.Tensor, clip: PreparedClip, height: int, width: int
+    decoded: torch.Tensor, clip: PreparedClip, unchanged: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """RGB, metric depth (input resolution), disparity code (model resolution) of a clip's new frames."""
+    """RGB and metric depth (input size), disparity code (the model-resolution window) of a clip's new frames.
+
+    ``decoded`` is the decoded repaired latent ``[4, F, h, w]``. With ``unchanged`` (the decode of the clip's own
+    input latent) the output is residual: the input frames at their own size plus the model's change
+    ``decoded - unchanged`` resized to it, so a weak VAE's blur never replaces the render's detail.
+    """
     keep = slice(clip.first_new - clip.start, clip.num_valid)
-    code = decoded[3, keep].clamp(-1.0, 1.0)
-    rgb = rgb_from_model(decoded[:3, keep], height, width)
-    return rgb, disparity_code_to_depth(code, clip.disparity_range, height, width), code
+    window = clip.letterbox.crop(decoded[:, keep])
+    height, width = clip.letterbox.in_height, clip.letterbox.in_width
+    if unchanged is None:
+        code = window[3].clamp(-1.0, 1.0)
+        rgb = rgb_from_model(window[:3], height, width)
+        return rgb, disparity_code_to_depth(code, clip.disparity_range, height, width), code
+    change = window - clip.letterbox.crop(unchanged[:, keep])
+    model_code = (clip.letterbox.crop(pack_rgbd(clip.rgb_code, clip.depth_code)[:, keep]).to(change)
+                  + change)[3].clamp(-1.0, 1.0)
+    if change.shape[-2:] != (height, width):
+        frames = change.shape[1]
+        change = torch.cat([
+            F.interpolate(change[None, :3], size=(frames, height, width), mode="trilinear", align_corners=False)[0],
+            F.interpolate(change[None, 3:], size=(frames, height, width), mode="nearest")[0],
+        ])
+    input_rgb = rgb_to_model(clip.rgb[keep], height, width).to(change)
+    input_depth, _ = depth_to_disparity_code(clip.depth[keep], height, width, clip.disparity_range)
+    rgb = rgb_from_model(input_rgb + change[:3], height, width)
+    depth_code = (input_depth.to(change) + change[3:])[0]
+    return rgb, disparity_code_to_depth(depth_code, clip.disparity_range, height, width), model_code

@@ -11,23 +11,27 @@ import math
 
 import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+from diffusers.utils.torch_utils import randn_tensor
 
 from .scheduling import GenFusionDDIMScheduler, dynamic_rescale_table
 
 
-def dynamic_rescale_correction(
-    scheduler: GenFusionDDIMScheduler, timestep: int, scale_table: torch.Tensor | None, pred_x0: torch.Tensor
-) -> torch.Tensor | float:
-    """``sqrt(a_prev) * (s(t_prev) / s(t) - 1) * x0``: turns the plain DDIM update into the rescaled-x0
-    one."""
-    previous = scheduler.previous_timestep(timestep)
+def dynamic_rescale_coefficients(
+    scheduler: GenFusionDDIMScheduler, timesteps: list[int], scale_table: torch.Tensor | None
+) -> list[float]:
+    """Per step, ``c = sqrt(a_prev) * (s(t_prev) / s(t) - 1)``: ``x_prev + c * x0`` turns the plain DDIM update
+    into the rescaled-x0 one. Computed before the loop so that the loop reads no tensor; 0 means no correction.
+    """
+    if scale_table is None:
+        return [0.0] * len(timesteps)
+    previous = [scheduler.previous_timestep(t) for t in timesteps]
     # The authors use ratio 1 at the last step, leaving the final latent at scale s(t_last).
-    if scale_table is None or previous < 0:
-        return 0.0
-    ratio = float(scale_table[previous] / scale_table[timestep])
-    if ratio == 1.0:
-        return 0.0
-    return math.sqrt(scheduler.alpha_cumprod_at(previous)) * (ratio - 1.0) * pred_x0
+    kept = [p if p >= 0 else t for t, p in zip(timesteps, previous)]
+    ratios = (scale_table[kept] / scale_table[timesteps]).tolist()  # float32 division, as the authors'
+    return [
+        0.0 if ratio == 1.0 else math.sqrt(scheduler.alpha_cumprod_at(p)) * (ratio - 1.0)
+        for p, ratio in zip(previous, ratios)
+    ]
 
 
 class DenoisingMixin:
@@ -88,8 +92,12 @@ class DenoisingMixin:
 
         ``scheduler`` must already hold its timesteps. ``step_noises`` ``[S, 1, 4, F, h', w']`` replaces the
         per-step DDIM noise drawn from ``generator`` (only used for ``eta > 0``).
+
+        The loop (the block of the progress bar) never synchronises with the device: the timesteps, the DDIM and
+        dynamic-rescale coefficients (Python floats) and the step noise are all prepared before it, so the host
+        can queue the steps ahead of the GPU. Both CFG branches run as one batch-2 UNet call.
         """
-        timesteps = scheduler.timesteps
+        timesteps: list[int] = scheduler.timesteps.tolist()
         if step_noises is not None and len(step_noises) != len(timesteps):
             raise ValueError(
                 f"step_noises has {len(step_noises)} entries but the schedule runs {len(timesteps)} steps"
@@ -101,32 +109,56 @@ class DenoisingMixin:
             condition_latents = torch.cat([condition_latents, condition_latents])
         context = context.to(unet_dtype)
         condition_latents = condition_latents.to(unet_dtype)
-        scale_table = self.dynamic_rescale_scales(scheduler.config.num_train_timesteps)
         latents = latents.float()
+        # Everything the loop needs from the host is moved or computed here, so no step waits on the device.
+        batch = condition_latents.shape[0]
+        model_timesteps = scheduler.timesteps.to(latents.device)
+        rescale = dynamic_rescale_coefficients(
+            scheduler, timesteps, self.dynamic_rescale_scales(scheduler.config.num_train_timesteps)
+        )
+        noises = self._step_noises(latents, len(timesteps), eta, generator, step_noises)
         with self.progress_bar(total=len(timesteps)) as progress:
             for index, t in enumerate(timesteps):
                 model_latents = torch.cat([latents, latents]) if do_cfg else latents
                 model_input = torch.cat([model_latents.to(unet_dtype), condition_latents], dim=1)
-                step_t = t.to(latents.device).expand(model_input.shape[0])
-                v = self.unet(
-                    model_input, step_t, encoder_hidden_states=context, fps=self.config.fps
-                ).sample.float()
+                with self.network_autocast():
+                    v = self.unet(
+                        model_input,
+                        model_timesteps[index].expand(batch),
+                        encoder_hidden_states=context,
+                        fps=self.config.fps,
+                    ).sample
+                v = v.float()
                 if do_cfg:
                     v_uncond, v_cond = v.chunk(2)
                     v = v_uncond + guidance_scale * (v_cond - v_uncond)
                     if guidance_rescale > 0:
                         v = rescale_noise_cfg(v, v_cond, guidance_rescale=guidance_rescale)
-                noise = step_noises[index].to(latents) if step_noises is not None and eta > 0 else None
                 out = scheduler.step(
-                    v,
-                    t,
-                    latents,
-                    eta=eta,
-                    generator=None if noise is not None else generator,
-                    variance_noise=noise,
+                    v, t, latents, eta=eta, variance_noise=noises[index] if noises is not None else None
                 )
-                latents = out.prev_sample + dynamic_rescale_correction(
-                    scheduler, int(t), scale_table, out.pred_original_sample
-                )
+                latents = out.prev_sample
+                if rescale[index] != 0.0:
+                    latents = latents + rescale[index] * out.pred_original_sample
                 progress.update()
         return latents
+
+    @staticmethod
+    def _step_noises(
+        latents: torch.Tensor,
+        steps: int,
+        eta: float,
+        generator: torch.Generator | None,
+        step_noises: torch.Tensor | None,
+    ) -> torch.Tensor | list[torch.Tensor] | None:
+        """The DDIM noise of every step on the latents' device before the loop (``None`` at ``eta == 0``):
+        a CPU generator would otherwise copy to the device at every step. Drawn one step at a time, in step
+        order, so the values are those the scheduler would have drawn."""
+        if eta <= 0:
+            return None
+        if step_noises is not None:
+            return step_noises.to(latents)
+        return [
+            randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            for _ in range(steps)
+        ]

@@ -47,7 +47,8 @@ class EncodingMixin:
         pixels = clip_preprocess(
             images, self.config.clip_image_size, self.config.clip_mean, self.config.clip_std
         ).to(dtype=self.image_encoder.dtype)
-        return self.image_encoder(pixel_values=pixels).last_hidden_state
+        with self.network_autocast():
+            return self.image_encoder(pixel_values=pixels).last_hidden_state
 
     def encode_reference(self, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reference ``[3, h, w]`` in [-1, 1] -> (conditional, unconditional) contexts ``[1, L, D]`` each.
@@ -58,7 +59,8 @@ class EncodingMixin:
         device = self._execution_device
         images = torch.stack([reference, null_reference_like(reference)]).to(device)
         tokens = self.reference_tokens(images)
-        context = self.image_proj(tokens.to(self.image_proj.dtype))
+        with self.network_autocast():
+            context = self.image_proj(tokens.to(self.image_proj.dtype))
         return context[:1], context[1:]
 
     def encode_posterior(
@@ -70,7 +72,8 @@ class EncodingMixin:
         frames = rgbd_frames(rgb_code, depth_code).to(device, self.vae.dtype)  # [F, 4, h, w]
         means, stds = [], []
         for chunk in frames.split(max(1, chunk_size)):
-            posterior = self.vae.encode(chunk).latent_dist
+            with self.network_autocast():
+                posterior = self.vae.encode(chunk).latent_dist
             means.append(posterior.mean.float())
             stds.append(posterior.std.float())
         return torch.cat(means), torch.cat(stds)
@@ -111,8 +114,12 @@ class EncodingMixin:
         return self.sample_posterior(mean, std, generator, noise)
 
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
-        """Latent ``[1, 4, F, h', w']`` -> RGB-D ``[4, F, h, w]`` (unclamped); each frame decoded alone."""
+        """Latent ``[1, 4, F, h', w']`` -> RGB-D ``[4, F, h, w]`` float32 (unclamped); each frame decoded alone,
+        ``chunk_size`` frames per VAE call, so the decoder's activations stay bounded whatever the clip length."""
         frames = latents[0].transpose(0, 1) / self.config.latent_scale_factor
         frames = frames.to(self._execution_device, self.vae.dtype)
-        decoded = [self.vae.decode(chunk).sample.float() for chunk in frames.split(max(1, chunk_size))]
+        decoded = []
+        for chunk in frames.split(max(1, chunk_size)):
+            with self.network_autocast():
+                decoded.append(self.vae.decode(chunk).sample.float())
         return torch.cat(decoded).transpose(0, 1)

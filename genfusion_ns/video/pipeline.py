@@ -31,9 +31,10 @@ from transformers import CLIPVisionModel
 from .clips import PreparedClip, as_float_tensor, check_inputs, clip_outputs, per_clip, prepare_clips
 from .denoising import DenoisingMixin
 from .encoding import EncodingMixin
+from .fast_path import FastPathMixin
 from .models import GenFusionResampler, GenFusionUNet
 from .output import ArrayLike, GenFusionVideoPipelineOutput
-from .preprocess import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD, pack_rgbd, rgb_to_model
+from .preprocess import CLIP_IMAGE_SIZE, CLIP_MEAN, CLIP_STD, rgb_to_model
 from .scheduling import GenFusionDDIMScheduler
 
 __all__ = ["RELEASED_WEIGHTS_HINT", "GenFusionVideoPipeline", "GenFusionVideoPipelineOutput"]
@@ -48,7 +49,7 @@ RELEASED_WEIGHTS_HINT = (
 )
 
 
-class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, DiffusionPipeline):
+class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, FastPathMixin, DiffusionPipeline):
     """RGB-D video repair with the GenFusion video model.
 
     Components (diffusers names): ``unet`` (:class:`~genfusion_ns.video.models.unet.GenFusionUNet`),
@@ -224,8 +225,9 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, DiffusionPipeline):
     ) -> GenFusionVideoPipelineOutput | tuple:
         """Repair a rendered RGB-D video.
 
-        Inputs are resized to the model resolution (trilinear RGB, nearest depth) and the outputs back to the
-        input resolution. The video is repaired in windows of ``num_frames`` frames (each with its own depth
+        Frames of any size and aspect ratio are letterboxed into the model resolution (scaled without distortion,
+        trilinear RGB, nearest depth, centred and padded; see :mod:`.framing`) and the outputs cropped and resized
+        back to the input resolution. The video is repaired in windows of ``num_frames`` frames (each with its own depth
         normalisation and random draws): windows start at 0, F, 2F, ...; if T is not a multiple of F, the last
         window is moved back to end on frame T-1 and only its frames not produced yet are kept. A video
         shorter than F is padded by repeating its last frame, and the padding is dropped from the outputs.
@@ -255,9 +257,9 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, DiffusionPipeline):
                 noised to timestep ``strength * T`` and runs only the schedule's steps below it (SDEdit, diffusers'
                 img2img ``strength``): the output keeps the render's low frequencies, which suits small or
                 briefly trained models. ``latents`` then holds the noise that is added.
-            residual_decode: output = input + decode(repaired latent) - decode(input latent), so the model's
-                change is added to the render instead of replacing it by a VAE reconstruction (keeps detail a weak
-                VAE would blur). ``None``: the model's ``residual_decode`` setting (off for the authors' model).
+            residual_decode: output = input + decode(repaired latent) - decode(input latent), the change resized to
+                the input size, so the model's change is added to the render instead of replacing it by a VAE
+                reconstruction (keeps detail a weak VAE or a downscale would blur). ``None``: the model's ``residual_decode`` setting (off for the authors' model).
         """
         rgb = as_float_tensor("artifact_rgb", artifact_rgb)
         depth = as_float_tensor("artifact_depth", artifact_depth)
@@ -267,7 +269,6 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, DiffusionPipeline):
             raise ValueError(
                 "condition_noise is only used to encode the condition; drop it with condition_latents"
             )
-        in_height, in_width = rgb.shape[1:3]
 
         scheduler = self.sampling_scheduler(num_inference_steps, timestep_spacing, strength)
         height, width = self.config.height, self.config.width
@@ -307,12 +308,11 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, DiffusionPipeline):
             final_latents.append(final[0])
             if output_type != "latent":
                 decoded = self.decode_latents(final, chunk_size=vae_chunk_size)
+                unchanged = None
                 if self.config.residual_decode if residual_decode is None else residual_decode:
                     unchanged = self.decode_latents(condition, chunk_size=vae_chunk_size)
-                    decoded = pack_rgbd(clip.rgb_code, clip.depth_code).to(decoded) + decoded - unchanged
                 for frames, value in zip(
-                    (rgb_frames, depth_frames, code_frames),
-                    clip_outputs(decoded, clip, in_height, in_width),
+                    (rgb_frames, depth_frames, code_frames), clip_outputs(decoded, clip, unchanged)
                 ):
                     frames.append(value)
 

@@ -138,6 +138,20 @@ class GenFusionDDIMScheduler(DDIMScheduler):
             timestep_spacing=timestep_spacing,
             rescale_betas_zero_snr=rescale_betas_zero_snr,
         )
+        # Python copies of the schedule: a step reads no tensor, so the sampling loop never waits on the device.
+        self._alpha_values: list[float] = self.alphas_cumprod.tolist()
+        self._final_alpha: float = float(self.final_alpha_cumprod)
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self._timesteps
+
+    @timesteps.setter
+    def timesteps(self, value: torch.Tensor) -> None:
+        # Every assignment (set_timesteps, a caller truncating the schedule) refreshes the Python copy that
+        # previous_timestep reads, so stepping converts no tensor to a number.
+        self._timesteps = value
+        self._timestep_values: list[int] = value.tolist()
 
     @property
     def uses_authors_spacing(self) -> bool:
@@ -160,18 +174,16 @@ class GenFusionDDIMScheduler(DDIMScheduler):
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps(...) before stepping the scheduler")
         if self.uses_authors_spacing:
-            matches = (self.timesteps == t).nonzero()
-            if len(matches) == 0:
-                raise ValueError(f"timestep {t} is not in the current schedule {self.timesteps.tolist()}")
-            index = int(matches[0, 0])
-            return int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
+            values = self._timestep_values
+            if t not in values:
+                raise ValueError(f"timestep {t} is not in the current schedule {values}")
+            index = values.index(t)
+            return values[index + 1] if index + 1 < len(values) else -1
         return t - self.config.num_train_timesteps // self.num_inference_steps
 
     def alpha_cumprod_at(self, timestep: int) -> float:
         """``alphas_cumprod[t]`` as a Python float, with the final alpha for ``t < 0``."""
-        if timestep < 0:
-            return float(self.final_alpha_cumprod)
-        return float(self.alphas_cumprod[timestep])
+        return self._final_alpha if timestep < 0 else self._alpha_values[timestep]
 
     def step(
         self,
@@ -184,7 +196,11 @@ class GenFusionDDIMScheduler(DDIMScheduler):
         variance_noise: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> DDIMSchedulerOutput | tuple:
-        """One DDIM step (Song et al. eq. 12) with the spacing-aware previous timestep and a float64 sigma."""
+        """One DDIM step (Song et al. eq. 12) with the spacing-aware previous timestep and a float64 sigma.
+
+        Given an ``int`` timestep it reads no tensor (coefficients are Python floats): no host-device
+        synchronisation. ``eta > 0`` without ``variance_noise`` draws the noise here (on the generator's device).
+        """
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps(...) before stepping the scheduler")
         t = int(timestep)

@@ -147,10 +147,13 @@ class GenFusionUNet(UNet3DConditionModel):
     def fps_tensor(
         self, fps: float | torch.Tensor | None, batch_size: int, device: torch.device
     ) -> torch.Tensor:
-        """fps as a ``[B]`` tensor (scalar broadcast; ``None`` → ``config.default_fps``)."""
+        """fps as a ``[B]`` tensor (scalar broadcast; ``None`` → ``config.default_fps``). A Python number is
+        filled on the device rather than copied from the host, so a sampling step does not synchronise."""
         if fps is None:
             fps = self.config.default_fps
-        fps = torch.as_tensor(fps, device=device)
+        if not isinstance(fps, torch.Tensor):
+            return torch.full((batch_size,), fps, device=device)
+        fps = fps.to(device)
         if fps.ndim == 0:
             fps = fps.expand(batch_size)
         if fps.shape != (batch_size,):

@@ -1,0 +1,52 @@
+"""The real-capture path end to end on the committed lund frames: a posed capture without seed points, a walking
+trajectory, 4:3 frames through the square shipped video model, one short ``genfusion-lite`` round."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from run_configs import finish, short_cpu_run
+
+LUND_SMALL = Path(__file__).parent / "data" / "lund_small"
+
+
+@pytest.mark.slow
+def test_genfusion_lite_round_on_a_real_capture_without_seed_points(tmp_path, single_torch_thread):
+    from genfusion_ns.fusion.views import RepairedViews
+    from genfusion_ns.method_configs import genfusion_lite
+
+    data = tmp_path / "lund"
+    shutil.copytree(LUND_SMALL / "images", data / "images")
+    meta = json.loads((LUND_SMALL / "transforms.json").read_text())
+    meta.pop("ply_file_path")  # poses only, as from a phone's AR session or another SfM tool
+    (data / "transforms.json").write_text(json.dumps(meta))
+
+    config = short_cpu_run(genfusion_lite.config, data, tmp_path / "outputs", 6)
+    pipeline = config.pipeline
+    pipeline.fusion_start, pipeline.fusion_every = 3, 100
+    pipeline.trajectory_frames, pipeline.num_inference_steps = 10, 2
+    finish(config)
+    torch.manual_seed(0)
+    trainer = config.setup(local_rank=0, world_size=1)
+    trainer.setup()
+    model = trainer.pipeline.model
+    assert model.num_points > 500  # triangulated where the views agree, not the 2000-surfel random box
+    assert trainer.pipeline.trajectory_mode() == "walk"  # a forward walk down a street
+    trainer.train()
+
+    assert trainer.pipeline.completed_rounds == 1
+    views = RepairedViews.load(Path(trainer.pipeline.repaired_round_folders[-1]))
+    height, width = trainer.pipeline.datamanager.cached_train[0]["image"].shape[:2]
+    assert (views.height, views.width) == (height, width)  # the whole 4:3 frame, not a square crop of it
+    assert views.rgb.shape[0] == 10 and bool(torch.isfinite(views.depth).all())
+    datamanager = trainer.pipeline.datamanager
+    real = datamanager.train_dataset.cameras[: datamanager.num_real_views].camera_to_worlds[:, :3, 3]
+    repaired = views.camera_to_worlds[:, :3, 3]
+    # The walk stays along the street: every repaired camera lies between the first and last training cameras.
+    walk = real[-1] - real[0]
+    along = (repaired - real[0]) @ walk / walk.norm() ** 2
+    assert bool((along > -0.1).all() and (along < 1.1).all())

@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
                         help="lite: genfusion-lite vs genfusion-2dgs-lite (CPU); full: genfusion vs genfusion-2dgs")
     parser.add_argument("--video-model", default="default", help="--pipeline.video-model of the fusion method")
     parser.add_argument("--max-steps", type=int, default=None, help="override both methods' step count")
-    parser.add_argument("--frame-check", choices=["training-views", "measure", "off"], default=None,
+    parser.add_argument("--frame-check", choices=["training-views", "weigh", "measure", "off"], default=None,
                         help="--pipeline.repaired-frame-check of the fusion method (default: the method's own)")
     parser.add_argument("--frame-min-gain-db", type=float, default=None,
                         help="--pipeline.repaired-frame-min-gain-db of the fusion method (default: the method's own)")

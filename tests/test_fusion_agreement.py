@@ -245,9 +245,71 @@ def test_the_pipeline_weighs_measures_or_ignores_by_mode():
 
     views, records = judged("training-views")
     assert views.weights.tolist() == [1.0, 0.0] and [c["rule"] for c in views.checks] == ["agrees", "disagrees"]
-    assert records == [{"round": 4, "step": 500, "mode": "training-views", "frames": 2, "kept": 1,
+    assert records == [{"round": 4, "step": 500, "mode": "training-views", "frames": 2, "kept": 1, "mean_weight": 0.5,
                         "by_rule": {"agrees": 1, "disagrees": 1}, "mean_gain_db": records[0]["mean_gain_db"]}]
+    views, records = judged("weigh")  # two frames: the median lies between them, the worse one gets the floor
+    assert views.weights.tolist() == [1.0, 0.25] and [c["weight"] for c in views.checks] == [1.0, 0.25]
+    assert [c["rule"] for c in views.checks] == [agreement.RULE_AT_OR_ABOVE_MEDIAN, agreement.RULE_BELOW_MEDIAN]
+    assert records[0]["mode"] == "weigh" and records[0]["kept"] == 2 and records[0]["mean_weight"] == 0.625
     views, records = judged("measure")
     assert views.weights is None and [c["weight"] for c in views.checks] == [1.0, 0.0] and records[0]["kept"] == 1
     views, records = judged("off")
     assert views.weights is None and views.checks is None and records == []
+
+
+def test_weigh_mode_follows_the_ranks_within_the_round_down_to_the_floor():
+    # Seven judged frames in shuffled order: median -3; the three below it get 0.25 + 0.75 * r / 3 by rank r.
+    differences = [-5.0, -0.5, -3.0, -6.0, -1.0, -4.0, -2.0]
+    expected = [0.5, 1.0, 1.0, 0.25, 1.0, 0.75, 1.0]
+    assert agreement.rank_weights(differences, 0.25) == pytest.approx(expected)
+    # Only the ranks count, not the values: the same order at another level and spread gives the same weights.
+    assert agreement.rank_weights([10 + 0.1 * d for d in differences], 0.25) == pytest.approx(expected)
+    weights = agreement.rank_weights([-0.3, -7.0, -2.2, -2.2, -9.5, -1.0], 0.4)  # median -2.2, ties weigh alike
+    assert weights == pytest.approx([1.0, 0.7, 1.0, 1.0, 0.4, 1.0]) and min(weights) == pytest.approx(0.4)
+    assert agreement.rank_weights([-1.7] * 5, 0.25) == [1.0] * 5  # identical differences: nothing to down-weigh
+    assert agreement.rank_weights([-4.0], 0.25) == [1.0] and agreement.rank_weights([], 0.25) == []
+
+    # Through decide_by_rank: figures (repaired_psnr, render_psnr, valid_fraction, change_psnr); the fourth and fifth
+    # frames are not judged (too few pixels seen): a change no larger than the confirmed frames' keeps 1, a larger
+    # one gets the floor, never 0.
+    settings = CheckSettings(by_rank=True, rank_floor=0.25)
+    figures = [(20.0, 21.0, 0.5, 30.0), (18.0, 21.0, 0.5, 25.0), (20.5, 21.0, 0.5, 28.0),
+               (None, None, 0.0, 29.0), (None, None, 0.05, 20.0)]
+    decided = agreement.decide_by_rank(figures, settings)
+    assert [w for w, _ in decided] == pytest.approx([1.0, 0.25, 1.0, 1.0, 0.25])
+    assert [r for _, r in decided] == [agreement.RULE_AT_OR_ABOVE_MEDIAN, agreement.RULE_BELOW_MEDIAN,
+                                       agreement.RULE_AT_OR_ABOVE_MEDIAN, agreement.RULE_SMALL_CHANGE,
+                                       agreement.RULE_LARGE_CHANGE]
+    same = [(19.0, 21.0, 0.5, 25.0 + i) for i in range(4)]
+    assert [w for w, _ in agreement.decide_by_rank(same, settings)] == [1.0] * 4
+    assert agreement.decide_by_rank([(None, None, 0.0, 20.0)] * 2, settings) == [
+        (1.0, agreement.RULE_NOTHING_TO_RANK)] * 2
+    # The threshold rule is untouched: the same round under training-views skips the two frames below -2 dB.
+    assert [w for w, _ in agreement.decide(figures[:3], CheckSettings())] == [1.0, 0.0, 1.0]
+
+
+def test_a_fractional_frame_weight_scales_every_repaired_loss_term_including_depth():
+    from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY, REPAIRED_WEIGHT_KEY
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+    from genfusion_ns.fusion.schedule import resolve_schedule
+    from genfusion_ns.model.genfusion_model import LOSS_WEIGHT_KEY
+
+    config = GenFusionPipelineConfig(fusion_start=10, fusion_every=10, fusion_until=110)
+    ramp = torch.linspace(1.0, 2.0, 16).reshape(4, 4, 1)
+    outputs = {"depth": ramp, "accumulation": torch.ones(4, 4, 1)}
+    model = lambda camera: outputs
+    model.get_loss_dict = lambda out, batch: {"main_loss": torch.tensor(float(batch[LOSS_WEIGHT_KEY]))}
+    queue = []
+    fake = SimpleNamespace(config=config, schedule=resolve_schedule(110, 0.1, 0.1, 1.0, 10, 10, 110), model=model,
+                           device="cpu", datamanager=SimpleNamespace(repaired_indices=[3],
+                                                                     next_repaired=lambda step: queue.pop(0)))
+    target = (ramp.flip(0) ** 2).contiguous()  # not an affine map of the render: a depth loss above 0
+
+    def losses_at(frame_weight: float):
+        queue.append((SimpleNamespace(metadata={}), {REPAIRED_DEPTH_KEY: target, REPAIRED_WEIGHT_KEY: frame_weight}))
+        return GenFusionPipeline._repaired_losses(fake, 60)
+
+    full, quarter = losses_at(1.0), losses_at(0.25)
+    assert float(full["repaired_depth_loss"]) > 1e-4
+    assert float(quarter["repaired_main_loss"]) == pytest.approx(0.25)
+    assert float(quarter["repaired_depth_loss"]) == pytest.approx(0.25 * float(full["repaired_depth_loss"]))

@@ -111,13 +111,15 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Weight of the scale-and-shift-invariant depth term inside the repaired-view loss."""
     repaired_feed_densification: bool = False
     """Let repaired views' screen-space gradients drive densification (the authors' code does not)."""
-    repaired_frame_check: Literal["training-views", "measure", "off"] = "measure"
-    """Trust in each repaired frame, from training data only (fusion/agreement.py): 'training-views' warps the
-    nearest training photos into the frame through the rendered depth and skips (weight 0) frames whose repair
-    agrees with them less than the render does by more than repaired_frame_min_gain_db allows; 'measure' (default)
-    records the same decision in the round's manifest and the log but trains on every frame; 'off' checks nothing.
-    The check ranks frames well but skipping them cost 1.3 dB on one of two unseen rooms (docs/benchmarks.md), hence
-    not the default yet."""
+    repaired_frame_check: Literal["training-views", "weigh", "measure", "off"] = "measure"
+    """Trust in each repaired frame, from training data only (fusion/agreement.py): each frame is compared with the
+    nearest training photos warped into it through the rendered depth, by PSNR(repair, photos) - PSNR(render,
+    photos). 'training-views' skips (weight 0) frames below repaired_frame_min_gain_db; 'weigh' ranks the round's
+    frames by it and down-weights those below the round's median linearly in rank, to
+    repaired_frame_weight_floor for the worst (no threshold, nothing skipped); 'measure' (default) records the
+    'training-views' decision in the round's manifest and the log but trains on every frame at weight 1; 'off' checks
+    nothing. The check ranks frames well but skipping them cost 1.3 dB on one of two unseen rooms
+    (docs/benchmarks.md), hence not the default."""
     repaired_frame_min_gain_db: float = -2.0
     """A frame is kept when PSNR(repair, warped photos) - PSNR(render, warped photos) is at least this (dB). Below 0:
     the render matches the photos by construction, the video model pays a reproduction cost even where it is right
@@ -126,6 +128,9 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Frames with fewer pixels seen by the training views are judged by the size of the change instead."""
     repaired_frame_check_views: int = 2
     """Nearest training views warped into each repaired frame."""
+    repaired_frame_weight_floor: float = 0.25
+    """Mode 'weigh': the loss weight of the round's worst frame (in (0, 1]); frames at or above the round's median
+    keep 1."""
     num_inference_steps: int = 25
     timestep_spacing: str = "uniform"
     """DDIM spacing: the authors' "uniform" / "uniform_trailing", or diffusers' "leading" / "trailing" / "linspace"."""
@@ -205,6 +210,9 @@ class GenFusionPipeline(VanillaPipeline):
                                       f"({cfg.repaired_frame_min_valid_fraction}) must be in [0, 1] and "
                                       f"--pipeline.repaired-frame-check-views ({cfg.repaired_frame_check_views}) "
                                       "at least 1.")
+        if not 0.0 < cfg.repaired_frame_weight_floor <= 1.0:
+            raise FusionSettingsError(f"--pipeline.repaired-frame-weight-floor must be in (0, 1] (0 would skip the "
+                                      f"worst frame), got {cfg.repaired_frame_weight_floor}.")
         if not cfg.walk_sway >= 0.0:
             raise FusionSettingsError(f"--pipeline.walk-sway must be >= 0 (a fraction of the training cameras' "
                                       f"spacing), got {cfg.walk_sway}.")
@@ -308,8 +316,9 @@ class GenFusionPipeline(VanillaPipeline):
             target = batch[REPAIRED_DEPTH_KEY].to(self.device)
             target = resize_nearest(target, *outputs["depth"].shape[:2])
             covered = (outputs["accumulation"] > 0.5) & (target > 0)
-            losses["depth_loss"] = weight * cfg.repaired_depth_weight * scale_shift_invariant_depth_loss(
-                outputs["depth"], target, covered)
+            # the frame weight scales the depth term too (batch[LOSS_WEIGHT_KEY] = schedule weight * frame weight)
+            losses["depth_loss"] = batch[LOSS_WEIGHT_KEY] * cfg.repaired_depth_weight * \
+                scale_shift_invariant_depth_loss(outputs["depth"], target, covered)
             for key, value in losses.items():
                 totals[f"repaired_{key}"] = totals.get(f"repaired_{key}", 0.0) + value / cfg.repaired_views_per_step
         return totals
@@ -404,15 +413,17 @@ class GenFusionPipeline(VanillaPipeline):
         return True
 
     def _check_repaired_frames(self, views: RepairedViews, real_cameras: Any) -> None:
-        """Judge the round's frames against the training photos (``fusion/agreement.py``), set their weights (mode
-        'training-views'), record the decision in ``views.checks`` (written to the manifest) and in
+        """Judge the round's frames against the training photos (``fusion/agreement.py``), set their weights (modes
+        'training-views' and 'weigh'), record the decision in ``views.checks`` (written to the manifest) and in
         ``frame_checks`` (checkpoint state), and log it."""
         cfg = self.config
         if cfg.repaired_frame_check == "off" or views.input_rgb is None or views.input_depth is None:
             return
         settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
                                            min_valid_fraction=cfg.repaired_frame_min_valid_fraction,
-                                           num_views=cfg.repaired_frame_check_views)
+                                           num_views=cfg.repaired_frame_check_views,
+                                           by_rank=cfg.repaired_frame_check == "weigh",
+                                           rank_floor=cfg.repaired_frame_weight_floor)
         verdicts = agreement.check_frames(
             views.rgb.float() / 255.0, views.input_rgb.float() / 255.0, views.input_depth,
             agreement.pinholes(views.camera_to_worlds, views.fx, views.fy, views.cx, views.cy),
@@ -420,15 +431,15 @@ class GenFusionPipeline(VanillaPipeline):
                                real_cameras.cy),
             lambda i: self._training_evidence(real_cameras, i), settings)
         views.checks = [v.as_dict() for v in verdicts]
-        if cfg.repaired_frame_check == "training-views":
+        if cfg.repaired_frame_check in ("training-views", "weigh"):
             views.weights = torch.tensor([v.weight for v in verdicts], dtype=torch.float32)
         record = {"round": views.round_index, "step": views.step, "mode": cfg.repaired_frame_check,
                   **agreement.summarize(verdicts)}
         self.frame_checks.append(record)
         rules = ", ".join(f"{rule} {count}" for rule, count in sorted(record["by_rule"].items()))
-        action = "trains on" if cfg.repaired_frame_check == "training-views" else "would train on (measure only)"
+        action = "trains on" if cfg.repaired_frame_check != "measure" else "would train on (measure only)"
         CONSOLE.print(f"GenFusion: round {views.round_index} frame check {action} {record['kept']} of "
-                      f"{record['frames']} repaired frames ({rules}; mean gain over the renders against the "
+                      f"{record['frames']} repaired frames, mean weight {record['mean_weight']} ({rules}; mean gain over the renders against the "
                       f"training photos {record['mean_gain_db']} dB).", highlight=False)
 
     def _training_evidence(self, real_cameras: Any, index: int):

@@ -86,7 +86,7 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """End of the rounds and of the repaired-view weight in steps (overrides fusion_until_fraction)."""
     trajectory: Literal["auto", "sparse", "walk", "crop", "rotation", "path"] = "auto"
     """Novel views: 'auto' picks 'sparse' for inward-facing captures and 'walk' for forward-facing / walking ones;
-    'sparse' is the authors' ellipse around the capture, 'walk' moves along the training cameras swaying sideways,
+    'sparse' is the authors' ellipse around the capture, 'walk' moves along the training cameras (see walk_sway),
     'crop' renders the training path full-frame (masked / narrow field of view), 'rotation' yaws the ellipse
     sideways (scene completion), 'path' follows a viewer camera path."""
     trajectory_frames: int = 85
@@ -439,8 +439,8 @@ class GenFusionPipeline(VanillaPipeline):
         rules = ", ".join(f"{rule} {count}" for rule, count in sorted(record["by_rule"].items()))
         action = "trains on" if cfg.repaired_frame_check != "measure" else "would train on (measure only)"
         CONSOLE.print(f"GenFusion: round {views.round_index} frame check {action} {record['kept']} of "
-                      f"{record['frames']} repaired frames, mean weight {record['mean_weight']} ({rules}; mean gain over the renders against the "
-                      f"training photos {record['mean_gain_db']} dB).", highlight=False)
+                      f"{record['frames']} repaired frames, mean weight {record['mean_weight']} ({rules}; mean gain "
+                      f"over the renders against the training photos {record['mean_gain_db']} dB).", highlight=False)
 
     def _training_evidence(self, real_cameras: Any, index: int):
         """Training photo ``index``, the model's depth rendered at its camera and its mask (None without one)."""

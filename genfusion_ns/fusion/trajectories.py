@@ -161,11 +161,9 @@ def is_inward_facing(c2w: torch.Tensor, min_spread_degrees: float = 30.0) -> boo
 
 
 def _slerp_rotations(rotations: torch.Tensor, knots: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices ``[K,3,3]`` given at increasing ``knots`` ``[K]`` -> slerped at ``at`` ``[N]``."""
+    """Rotation matrices ``[K,3,3]`` (K >= 2) given at increasing ``knots`` ``[K]`` -> slerped at ``at`` ``[N]``."""
     from scipy.spatial.transform import Rotation, Slerp
 
-    if rotations.shape[0] == 1:
-        return rotations.expand(at.shape[0], 3, 3).clone()
     slerp = Slerp(knots.double().numpy(), Rotation.from_matrix(rotations.double().numpy()))
     return torch.from_numpy(slerp(at.double().clamp(knots[0], knots[-1]).numpy()).as_matrix()).to(rotations.dtype)
 
@@ -203,7 +201,7 @@ def walk_trajectory(train_c2w: torch.Tensor, num_frames: int, round_index: int,
         spacing = 0.05 * max(float(centres.norm(dim=-1).max()), 1.0)
     knots = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
     at = torch.linspace(0.0, float(knots[-1]), num_frames, dtype=torch.float64)
-    if len(knots) > 1 and float(knots[-1]) > 0:
+    if bool((steps > 1e-9).any()):  # at least two distinct positions: a path to walk
         unique = torch.cat([torch.ones(1, dtype=torch.bool), steps > 1e-9])  # drop repeated positions
         knots_u, centres_u, rotations_u = knots[unique], centres[unique], train_c2w[unique, :3, :3].double()
         index = torch.searchsorted(knots_u, at, right=True).clamp(1, len(knots_u) - 1)

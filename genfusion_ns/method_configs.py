@@ -56,6 +56,11 @@ def surfel_optimizers(position_lr_steps: int = 30000) -> dict[str, dict[str, Any
         "opacities": {"optimizer": AdamOptimizerConfig(lr=0.05, eps=1e-15), "scheduler": None},
         "scales": {"optimizer": AdamOptimizerConfig(lr=0.005, eps=1e-15), "scheduler": None},
         "quats": {"optimizer": AdamOptimizerConfig(lr=0.001, eps=1e-15), "scheduler": None},
+        # Used with --pipeline.model.exposure-compensation True (genfusion_ns/model/exposure.py).
+        "exposure": {
+            "optimizer": AdamOptimizerConfig(lr=1e-3, eps=1e-15),
+            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-4, max_steps=position_lr_steps),
+        },
         "camera_opt": {
             "optimizer": AdamOptimizerConfig(lr=1e-4, eps=1e-15),
             "scheduler": ExponentialDecaySchedulerConfig(lr_final=5e-7, max_steps=position_lr_steps, warmup_steps=1000),

@@ -35,6 +35,14 @@ def test_bad_scenes_fail_clearly(tmp_path):
     assert [s.name for s in resolve_scenes(tiny, tmp_path / "scenes")] == ["room-s0"]
     with pytest.raises(BenchError, match="other settings"):  # a generated scene is never regenerated over
         resolve_scenes(BenchConfig(scene_views=6, scene_resolution=20), tmp_path / "scenes")
+    photo = BenchConfig(scene_views=6, scene_resolution=16, scene_kind="street", scene_textures="photo")
+    assert [s.name for s in resolve_scenes(photo, tmp_path / "scenes")] == ["street-photo-s0"]
+    # A scene.json written before texture styles existed still counts as the same procedural scene.
+    record = tmp_path / "scenes" / "room-s0" / "scene.json"
+    settings = json.loads(record.read_text())
+    del settings["textures"]
+    record.write_text(json.dumps(settings))
+    assert [s.name for s in resolve_scenes(tiny, tmp_path / "scenes")] == ["room-s0"]
 
 
 def test_max_steps_keeps_the_repair_rounds_inside_training(tmp_path):

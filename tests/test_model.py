@@ -312,3 +312,37 @@ def test_config_rejects_bad_supersample():
         GenFusionModelConfig(supersample=0)
     with pytest.raises(ValueError, match="supersample_max_side"):
         GenFusionModelConfig(supersample=2, supersample_max_side=0)
+
+
+def test_exposure_compensation_learns_a_brighter_photo_and_leaves_other_views_alone():
+    from genfusion_ns.model.exposure import ExposureCompensation
+
+    exposure = ExposureCompensation(2)
+    optimizer = torch.optim.Adam(exposure.parameters(), lr=0.05)
+    render = torch.rand(8, 8, 3) * 0.5
+    photos = [render * 1.3, render * 0.7]  # one over-, one under-exposed photo of the same render
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = sum(torch.nn.functional.mse_loss(exposure(render, i), photos[i]) for i in range(2))
+        loss.backward()
+        optimizer.step()
+    gain, offset = exposure.affine()
+    assert gain[0].mean() > 1.2 and gain[1].mean() < 0.8
+    assert torch.log(gain).mean().abs() < 1e-6 and offset.mean().abs() < 1e-6  # the mean stays at identity
+    assert torch.equal(exposure(render, 2), render)  # not a photo (a repaired frame): as rendered
+
+
+def test_model_exposure_group_only_when_asked_and_applied_in_the_training_loss():
+    plain = make_model(plane_points())
+    assert "exposure" not in plain.get_param_groups()
+    model = make_opaque(make_model(plane_points(), exposure_compensation=True))
+    assert [p.shape for p in model.get_param_groups()["exposure"]] == [(1, 3), (1, 3)]
+    model.exposure = type(model.exposure)(2)
+    with torch.no_grad():
+        model.exposure.log_gain[0] = 0.5
+    model.train()
+    outputs = model.get_outputs(make_camera())
+    brighter = model.get_loss_dict(outputs, _train_batch(model))["main_loss"]
+    model.exposure = None
+    as_rendered = model.get_loss_dict(outputs, _train_batch(model))["main_loss"]
+    assert not torch.isclose(brighter, as_rendered)

@@ -29,6 +29,7 @@ def test_genfusion_lite_round_on_a_real_capture_without_seed_points(tmp_path, si
     pipeline = config.pipeline
     pipeline.fusion_start, pipeline.fusion_every = 3, 100
     pipeline.trajectory_frames, pipeline.num_inference_steps = 10, 2
+    pipeline.model.exposure_compensation = True  # phone photos: exposure changes from one to the next
     finish(config)
     torch.manual_seed(0)
     trainer = config.setup(local_rank=0, world_size=1)
@@ -39,6 +40,10 @@ def test_genfusion_lite_round_on_a_real_capture_without_seed_points(tmp_path, si
     trainer.train()
 
     assert trainer.pipeline.completed_rounds == 1
+    # One affine per photo, trained through nerfstudio's optimizers; none for the repaired frames.
+    assert model.exposure.num_images == trainer.pipeline.datamanager.num_real_views
+    assert float(model.exposure.log_gain.abs().sum()) > 0
+    assert "exposure.log_gain" in model.state_dict()
     views = RepairedViews.load(Path(trainer.pipeline.repaired_round_folders[-1]))
     height, width = trainer.pipeline.datamanager.cached_train[0]["image"].shape[:2]
     assert (views.height, views.width) == (height, width)  # the whole 4:3 frame, not a square crop of it

@@ -171,3 +171,48 @@ def test_scene_views_rerender_the_dataset_from_its_own_cameras(tmp_path):
     other, _ = render_scene_views(tmp_path / "s", shifted, [meta["fl_x"]], [meta["fl_y"]], [meta["cx"]],
                                   [meta["cy"]], meta["w"], meta["h"])
     assert np.abs(other[0] - rgb[0]).mean() > 0.01
+
+
+def test_photo_textured_street_walks_forward_and_rerenders_exactly(tmp_path):
+    import json
+
+    from genfusion_ns.scenes import render_scene_views
+
+    street = generate_scene(tmp_path / "street", seed=3, views=6, train_views=3, resolution=18, aspect=4 / 3,
+                            kind="street", textures="photo").out
+    meta = json.loads((street / "transforms.json").read_text())
+    poses = np.array([f["transform_matrix"] for f in meta["frames"]])
+    steps = np.diff(poses[:, :3, 3], axis=0)
+    forward = -poses[:-1, :3, 2]  # OpenGL cameras look down their -z axis
+    assert (np.sum(steps * forward, axis=1) > 0).all()  # every step moves the camera forward, the way it looks
+    images = [np.asarray(Image.open(street / f["file_path"])) for f in meta["frames"]]
+    assert images[0].shape == (18, 24, 3) and images[0].std() > 10
+    settings = json.loads((street / "scene.json").read_text())
+    assert settings["kind"] == "street" and settings["textures"] == "photo"
+    n = 1
+    rgb, _ = render_scene_views(street, poses[2:3], [meta["fl_x"]] * n, [meta["fl_y"]] * n, [meta["cx"]] * n,
+                                [meta["cy"]] * n, meta["w"], meta["h"])
+    assert np.abs(np.round(rgb[0] * 255) - images[2]).max() <= 1
+
+
+def test_photo_textures_change_the_surfaces(tmp_path):
+    procedural = generate_scene(tmp_path / "p", seed=21, views=4, train_views=2, resolution=16).out
+    photo = generate_scene(tmp_path / "f", seed=21, views=4, train_views=2, resolution=16, textures="photo").out
+    rgb_p, rgb_f = (np.asarray(Image.open(s / "images/frame_00001.png")).astype(float) for s in (procedural, photo))
+    assert np.abs(rgb_p - rgb_f).mean() > 5
+
+
+def test_photo_tiles_mirror_without_seams():
+    from genfusion_ns.scenes.photos import load_photo, sample_tiled
+
+    image = load_photo("brick")
+    assert image.ndim == 3 and max(image.shape[:2]) <= 256 and not image.flags.writeable
+    u = np.array([0.999, 1.001, 1.999, 2.001])
+    v = np.full(4, 0.5)
+    values = sample_tiled(image, u, v)
+    assert np.abs(values[0] - values[1]).max() < 0.05 and np.abs(values[2] - values[3]).max() < 0.05
+
+
+def test_walk_path_needs_a_street(tmp_path):
+    with pytest.raises(SceneConfigError, match="--path walk needs --kind street"):
+        generate_scene(tmp_path / "w", seed=1, views=4, train_views=2, resolution=8, kind="room", path="walk")

@@ -36,8 +36,10 @@ class BenchConfig:
     """Views per generated scene."""
     scene_resolution: int = 96
     """Image height of generated scenes, in pixels."""
-    scene_kind: Literal["room", "object"] = "room"
+    scene_kind: Literal["room", "object", "street"] = "room"
     """Kind of the generated scenes."""
+    scene_textures: Literal["procedural", "photo"] = "procedural"
+    """Surface textures of the generated scenes (genfusion-scene --textures)."""
     methods: tuple[str, ...] | None = None
     """nerfstudio methods; default: genfusion, genfusion-2dgs and splatfacto with CUDA, the -lite variants on CPU."""
     protocols: tuple[str, ...] = PAPER_PROTOCOLS

@@ -26,7 +26,8 @@ def _generated_scene(config: BenchConfig, seed: int, folder: Path) -> BenchScene
     from genfusion_ns.scenes import SceneConfig, generate_scene
     from genfusion_ns.scenes.dataset import settings_record
 
-    name = f"{config.scene_kind}-s{seed}"
+    style = "" if config.scene_textures == "procedural" else f"-{config.scene_textures}"
+    name = f"{config.scene_kind}{style}-s{seed}"
     path = folder / name
     scene_config = SceneConfig(
         out=path,
@@ -35,14 +36,17 @@ def _generated_scene(config: BenchConfig, seed: int, folder: Path) -> BenchScene
         train_views="all",
         resolution=config.scene_resolution,
         kind=config.scene_kind,
+        textures=config.scene_textures,
     )
     expected = json.loads(json.dumps(settings_record(scene_config), default=str))
     record = path / "scene.json"
     if record.is_file() and (path / "transforms.json").is_file():
-        if json.loads(record.read_text()) != expected:
+        written = json.loads(record.read_text())
+        written.setdefault("textures", "procedural")  # scenes generated before photo textures existed
+        if written != expected:
             raise BenchError(
                 f"{path} holds a scene generated with other settings; use another --output or the "
-                "same --seed/--scene-views/--scene-resolution/--scene-kind as before."
+                "same --seed/--scene-views/--scene-resolution/--scene-kind/--scene-textures as before."
             )
         return BenchScene(name, path, True)
     if path.exists() and any(path.iterdir()):

@@ -60,6 +60,10 @@ class GenFusionModelConfig(SplatfactoModelConfig):
     """Supersample only frames whose long side is at most this many pixels (None: every frame). Aliasing is worst
     at the tiny sizes of CPU runs, while the cost grows with supersample squared: real captures at 160 px and more
     train at one ray per pixel within the lite step budget."""
+    exposure_compensation: bool = False
+    """Learn a colour affine per training photo (gain and offset per channel, mean held at identity) applied to the
+    render in the photometric loss: absorbs exposure and white-balance changes between phone photos. Held-out views
+    and repaired frames are rendered without it (genfusion_ns/model/exposure.py)."""
     surfel_thickness: float = 1e-3
     """Normal-axis scale of each surfel relative to its in-plane size at initialisation. The rasterizer ignores it;
     it only keeps exported PLYs (read as 3D Gaussians by viewers) flat."""

@@ -34,6 +34,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from genfusion_ns.axes import flip_camera_axes
 from genfusion_ns.model import losses
 from genfusion_ns.model.config import GenFusionModelConfig
+from genfusion_ns.model.exposure import ExposureCompensation
 from genfusion_ns.model.metrics import load_lpips_if_available
 from genfusion_ns.rasterize import rasterize_surfels
 
@@ -41,6 +42,8 @@ LOSS_WEIGHT_KEY = "loss_weight"
 """Optional batch entry (float or 0-d tensor): multiplies all loss terms of that view (default 1)."""
 FEEDS_DENSIFICATION_KEY = "feeds_densification"
 """Optional camera-metadata entry (bool): False keeps the view out of the densification statistics."""
+EXPOSURE_PARAM_GROUP = "exposure"
+"""Optimizer group of the per-photo exposure affines (present only with ``exposure_compensation``)."""
 
 SURFEL_PARAMS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 
@@ -108,6 +111,7 @@ class GenFusionModel(SplatfactoModel):
             }
         )
         self.camera_optimizer = self.config.camera_optimizer.setup(num_cameras=self.num_train_data, device="cpu")
+        self.exposure = ExposureCompensation(self.num_train_data) if self.config.exposure_compensation else None
         self.psnr = PeakSignalNoiseRatio(data_range=1.0)
         self.ssim = SSIM(data_range=1.0, size_average=True, channel=3)
         # LPIPS is built on first evaluation and kept outside the module tree (never in checkpoints).
@@ -124,6 +128,12 @@ class GenFusionModel(SplatfactoModel):
         self.strategy_state = self.strategy.initialize_state(self.config.scene_extent or 1.0)
         # Every training render of the current step: (info for the strategy, whether it feeds densification).
         self._step_renders: list[tuple[dict[str, Tensor | int], bool]] = []
+
+    def get_param_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        groups = super().get_param_groups()
+        if self.exposure is not None:
+            groups[EXPOSURE_PARAM_GROUP] = list(self.exposure.parameters())
+        return groups
 
     def supersample_factor(self, width: int, height: int) -> int:
         """Rays per pixel and axis for a ``width x height`` frame (see ``supersample_max_side``)."""
@@ -312,6 +322,8 @@ class GenFusionModel(SplatfactoModel):
         cfg = self.config
         gt_rgb = self.composite_with_background(self.get_gt_img(batch["image"]), outputs["background"])
         pred_rgb = outputs["rgb"]
+        if self.exposure is not None and self.training and "image_idx" in batch:
+            pred_rgb = self.exposure(pred_rgb, int(batch["image_idx"]))
         if "mask" in batch:
             mask = self._downscale_if_required(batch["mask"]).to(self.device)
             gt_rgb, pred_rgb = gt_rgb * mask, pred_rgb * mask

@@ -69,6 +69,24 @@ def arc_path(views: int, radius: float, height: float, target: np.ndarray, span_
     return np.stack(poses)
 
 
+def walk_path(views: int, center: np.ndarray, half_length: float, height: float, direction: np.ndarray,
+              phase: float) -> np.ndarray:
+    """Walking forward along ``direction`` through ``center`` (a phone capture down a street): the eye drifts a
+    little sideways and the view turns a few degrees left and right, looking 6 m ahead and slightly down."""
+    direction = direction / np.linalg.norm(direction)
+    lateral = np.cross(WORLD_UP, direction)
+    poses = []
+    for i, s in enumerate(np.linspace(-half_length, half_length, views)):
+        eye = center + s * direction + 0.3 * np.sin(phase + 1.3 * i / max(views - 1, 1) * np.pi) * lateral
+        eye[2] = height + 0.05 * np.sin(2.1 * i + phase)
+        yaw = np.deg2rad(8.0) * np.sin(phase + 2.0 * np.pi * i / max(views - 1, 1))
+        ahead = np.cos(yaw) * direction + np.sin(yaw) * lateral
+        target = eye + 6.0 * ahead
+        target[2] = height - 0.4
+        poses.append(look_at(eye, target))
+    return np.stack(poses)
+
+
 def intrinsics_for(width: int, height: int, fov_y_degrees: float) -> tuple[float, float, float, float]:
     """Square pixels, principal point at the image centre (pixel centres at +0.5, as nerfstudio and gsplat)."""
     fy = 0.5 * height / np.tan(np.deg2rad(fov_y_degrees) / 2.0)

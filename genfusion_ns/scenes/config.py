@@ -38,10 +38,15 @@ class SceneConfig:
     """Image height in pixels (at least 3, the smallest size that trains; 32 or more for LPIPS)."""
     aspect: float = 1.0
     """Width / height."""
-    kind: Literal["room", "object"] = "room"
-    """Indoor room with textured walls and several objects, or an object-centric scene."""
-    path: Optional[Literal["orbit", "arc"]] = None
-    """Camera path: "orbit" (full circle around the scene centre) or "arc" (forward-facing); default: orbit."""
+    kind: Literal["room", "object", "street"] = "room"
+    """Indoor room with textured walls and several objects, an object-centric scene, or a street between building
+    blocks (walking captures)."""
+    textures: Literal["procedural", "photo"] = "procedural"
+    """Surface textures: procedural patterns, or tiled crops of the CC0 / public-domain photos shipped with
+    scikit-image (closer to real captures; see genfusion_ns/scenes/photos.py)."""
+    path: Optional[Literal["orbit", "arc", "walk"]] = None
+    """Camera path: "orbit" (full circle around the scene centre), "arc" (forward-facing) or "walk" (forward along a
+    street; --kind street only); default: walk for streets, orbit otherwise."""
     fov_degrees: float = 60.0
     """Vertical field of view."""
     supersample: int = 2
@@ -59,7 +64,7 @@ class SceneConfig:
 
     @property
     def camera_path(self) -> str:
-        return self.path or "orbit"
+        return self.path or ("walk" if self.kind == "street" else "orbit")
 
     def validate(self) -> None:
         if self.views < 2:
@@ -72,6 +77,9 @@ class SceneConfig:
                 raise SceneConfigError(
                     f"--train-views ({k}) must be smaller than --views ({self.views}) so that some views are held out "
                     "for evaluation; raise --views or use --train-views all.")
+        if self.camera_path == "walk" and self.kind != "street":
+            raise SceneConfigError(f"--path walk needs --kind street (a {self.kind} has no street to walk along); "
+                                   "use --path orbit or arc.")
         if not MIN_IMAGE_SIDE <= self.resolution <= MAX_IMAGE_SIDE:
             raise SceneConfigError(
                 f"--resolution must be between {MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE} pixels (got {self.resolution}): "

@@ -11,7 +11,7 @@ import numpy as np
 from genfusion_ns.axes import flip_camera_axes
 from genfusion_ns.outputs import staged_output_folder
 
-from .cameras import PinholeCameras, arc_path, intrinsics_for, orbit_path
+from .cameras import PinholeCameras, arc_path, intrinsics_for, orbit_path, walk_path
 from .config import COMMAND, SceneConfig, SceneConfigError
 from .dataset import sample_seed_points, settings_record, split_indices, write_dataset
 from .layout import LAYOUTS, SceneLayout
@@ -31,6 +31,9 @@ def make_cameras(config: SceneConfig, layout: SceneLayout, rng: np.random.Genera
     if config.camera_path == "orbit":
         poses = orbit_path(config.views, layout.orbit_radius, layout.camera_height, layout.target,
                            height_wobble=0.15, phase=phase)
+    elif config.camera_path == "walk":
+        poses = walk_path(config.views, layout.target, layout.orbit_radius, layout.camera_height,
+                          layout.walk_direction, phase=phase)
     else:
         poses = arc_path(config.views, layout.orbit_radius * 1.1, layout.camera_height, layout.target,
                          span_degrees=60.0, phase=phase)
@@ -43,7 +46,7 @@ def build_scene(config: SceneConfig) -> tuple[SceneLayout, PinholeCameras, np.ra
     (seed points). Anything that must reproduce a generated scene's views builds them here, so the draw order stays
     in one place."""
     rng = np.random.default_rng(config.seed)
-    layout = LAYOUTS[config.kind](rng)
+    layout = LAYOUTS[config.kind](rng, config.textures)
     return layout, make_cameras(config, layout, rng), rng
 
 
@@ -75,7 +78,7 @@ def render_scene_views(scene_dir: str | Path, c2w_opengl: np.ndarray, fx: np.nda
     frames a video model repaired).
     """
     settings = json.loads((Path(scene_dir) / "scene.json").read_text())
-    layout = LAYOUTS[settings["kind"]](np.random.default_rng(settings["seed"]))
+    layout = LAYOUTS[settings["kind"]](np.random.default_rng(settings["seed"]), settings.get("textures", "procedural"))
     rgbs, depths = [], []
     for i in range(len(c2w_opengl)):
         c2w = np.eye(4)

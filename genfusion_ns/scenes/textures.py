@@ -1,11 +1,13 @@
-"""Solid (3D) procedural textures: colour is a function of the world position, so every view sees the same surface
-pattern (multi-view consistency) without any UV parameterisation."""
+"""Solid (3D) procedural textures: colour is a function of the world position (and, for photo textures, the surface
+normal), so every view sees the same surface pattern (multi-view consistency) without any UV parameterisation."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from .photos import triplanar
 
 
 def _hash3(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, seed: int) -> np.ndarray:
@@ -47,16 +49,21 @@ def fbm(points: np.ndarray, frequency: float, seed: int, octaves: int = 3) -> np
 
 @dataclass
 class Material:
-    """A two-colour solid texture. ``pattern`` picks how the two colours are mixed."""
+    """A two-colour solid texture (``pattern`` picks how the two colours are mixed), or a tiled photo
+    (``pattern="photo"``: ``photo`` projected triplanarly, ``scale`` metres per photo width)."""
 
-    pattern: str  # "checker" | "stripes" | "noise" | "marble" | "plain"
+    pattern: str  # "checker" | "stripes" | "noise" | "marble" | "plain" | "photo"
     color_a: np.ndarray
     color_b: np.ndarray
     scale: float = 0.3  # feature size in metres
     direction: np.ndarray | None = None  # stripe / marble direction
     seed: int = 0
+    photo: np.ndarray | None = None  # [H,W,3] in [0,1], for pattern "photo"
+    emissive: bool = False  # shown as is, unlit and unshadowed (a sky)
 
-    def albedo(self, points: np.ndarray) -> np.ndarray:
+    def albedo(self, points: np.ndarray, normals: np.ndarray) -> np.ndarray:
+        if self.pattern == "photo":
+            return triplanar(self.photo, points, normals, self.scale)
         mix = self._mix(points)[:, None]
         return (1.0 - mix) * self.color_a + mix * self.color_b
 

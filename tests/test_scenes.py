@@ -216,3 +216,5 @@ def test_photo_tiles_mirror_without_seams():
 def test_walk_path_needs_a_street(tmp_path):
     with pytest.raises(SceneConfigError, match="--path walk needs --kind street"):
         generate_scene(tmp_path / "w", seed=1, views=4, train_views=2, resolution=8, kind="room", path="walk")
+    with pytest.raises(SceneConfigError, match="--kind street is captured walking"):
+        generate_scene(tmp_path / "w", seed=1, views=4, train_views=2, resolution=8, kind="street", path="orbit")

@@ -14,7 +14,8 @@ from torch import Tensor
 
 
 class ExposureCompensation(torch.nn.Module):
-    """``num_images`` colour affines, identity at start; index ``>= num_images`` means "no photo": unchanged."""
+    """``num_images`` colour affines, identity at start; index ``>= num_images`` means "no photo": unchanged. With
+    one photo the mean is that photo's affine, so there is nothing to compensate."""
 
     def __init__(self, num_images: int):
         super().__init__()

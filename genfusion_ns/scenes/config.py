@@ -46,7 +46,7 @@ class SceneConfig:
     scikit-image (closer to real captures; see genfusion_ns/scenes/photos.py)."""
     path: Optional[Literal["orbit", "arc", "walk"]] = None
     """Camera path: "orbit" (full circle around the scene centre), "arc" (forward-facing) or "walk" (forward along a
-    street; --kind street only); default: walk for streets, orbit otherwise."""
+    street; the only path of --kind street); default: walk for streets, orbit otherwise."""
     fov_degrees: float = 60.0
     """Vertical field of view."""
     supersample: int = 2
@@ -80,6 +80,9 @@ class SceneConfig:
         if self.camera_path == "walk" and self.kind != "street":
             raise SceneConfigError(f"--path walk needs --kind street (a {self.kind} has no street to walk along); "
                                    "use --path orbit or arc.")
+        if self.kind == "street" and self.camera_path != "walk":
+            raise SceneConfigError(f"--kind street is captured walking (--path walk); --path {self.camera_path} "
+                                   "would put cameras inside its buildings.")
         if not MIN_IMAGE_SIDE <= self.resolution <= MAX_IMAGE_SIDE:
             raise SceneConfigError(
                 f"--resolution must be between {MIN_IMAGE_SIDE} and {MAX_IMAGE_SIDE} pixels (got {self.resolution}): "

@@ -30,7 +30,8 @@ class SceneLayout:
     orbit_radius: float
     camera_height: float
     shadow_casters: list[int] = field(default_factory=list)  # primitive indices that cast shadows
-    walk_direction: np.ndarray | None = None  # streets: the unit direction a walking capture moves along
+    walk_direction: np.ndarray | None = None  # streets: the direction a walking capture moves along (the walk
+    # goes orbit_radius either side of target)
 
 
 def _random_color(rng: np.random.Generator, low: float = 0.15, high: float = 0.95) -> np.ndarray:

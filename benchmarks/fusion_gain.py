@@ -35,7 +35,7 @@ import torch
 from genfusion_ns.fusion.pipeline import REPAIRED_FOLDER
 from genfusion_ns.fusion.views import MANIFEST_NAME, RepairedViews
 from genfusion_ns.model.metrics import psnr
-from genfusion_ns.runner import evaluate_run, train_in_process, trainer_config
+from genfusion_ns.runner import apply_overrides, evaluate_run, train_in_process, trainer_config
 from genfusion_ns.scenes import generate_scene, render_scene_views
 
 VARIANTS = {"lite": ("genfusion-2dgs-lite", "genfusion-lite"), "full": ("genfusion-2dgs", "genfusion")}
@@ -56,6 +56,8 @@ def parse_args() -> argparse.Namespace:
                         help="--pipeline.repaired-frame-check of the fusion method (default: the method's own)")
     parser.add_argument("--frame-min-gain-db", type=float, default=None,
                         help="--pipeline.repaired-frame-min-gain-db of the fusion method (default: the method's own)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE", dest="overrides",
+                        help="config fields of the fusion method, e.g. pipeline.repair_strength_last=0.25")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--only", choices=["baseline", "fusion"], default=None,
@@ -119,6 +121,8 @@ def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str
         config.pipeline.repaired_frame_check = args.frame_check
     if fusion and args.frame_min_gain_db is not None:
         config.pipeline.repaired_frame_min_gain_db = args.frame_min_gain_db
+    if fusion:
+        apply_overrides(config, args.overrides)
     start = time.perf_counter()
     config_path = train_in_process(config)
     seconds = time.perf_counter() - start
@@ -130,6 +134,7 @@ def run_method(args: argparse.Namespace, method: str, scene_dir: Path, name: str
         row["video_model"] = args.video_model
         row["frame_check"] = config.pipeline.repaired_frame_check
         row["frame_min_gain_db"] = config.pipeline.repaired_frame_min_gain_db
+        row["overrides"] = list(args.overrides)
         row["repair_seconds"] = evaluation.repair_seconds
         row["repair"] = repair_quality(config_path.parent, scene_dir)
     return row

@@ -9,9 +9,10 @@ would give. A module of its own, so that training does not depend on the bench.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 if TYPE_CHECKING:
     from nerfstudio.engine.trainer import TrainerConfig
@@ -77,6 +78,28 @@ def trainer_config(
         config.pipeline.video_model = video_model
     if trajectory is not None and hasattr(config.pipeline, "trajectory"):
         config.pipeline.trajectory = trajectory
+    return config
+
+
+def apply_overrides(config: TrainerConfig, overrides: Sequence[str]) -> TrainerConfig:
+    """Set ``dotted.field=value`` entries on ``config`` (e.g. ``pipeline.repair_strength_last=0.25``) for the
+    benchmark scripts; values are JSON (numbers, ``true``, ``null``) or else plain strings. Unknown fields raise
+    :class:`RunError`, so a misspelt option cannot silently run the default."""
+    for override in overrides:
+        path, sep, text = override.partition("=")
+        if not sep or not path:
+            raise RunError(f"override {override!r} is not of the form field.path=value.")
+        *parents, name = path.replace("-", "_").split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part, None)
+        if target is None or not hasattr(target, name):
+            raise RunError(f"override {override!r}: the config has no field {path!r}.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        setattr(target, name, value)
     return config
 
 

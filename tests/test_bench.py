@@ -84,6 +84,27 @@ def test_protocol_datasets_are_written_once_and_reused(tiny_dense_scene, tmp_pat
 
 
 @pytest.mark.slow
+def test_fusion_options_reach_only_the_fusion_methods_and_misspellings_fail_first(tmp_path):
+    import genfusion_ns.bench.cli as cli
+    from genfusion_ns.bench.cells import Cell
+    from genfusion_ns.bench.scenes import BenchScene
+    from genfusion_ns.runner import trainer_config
+
+    config = BenchConfig(output=tmp_path / "report", device="cpu",
+                         fusion_options=("pipeline.repair_strength_last=0.25", "pipeline.trajectory=crop"))
+    fusion = cli.fusion_trainer_config(config, trainer_config("genfusion-lite", tmp_path, tmp_path, "x", "t", "cpu"))
+    assert fusion.pipeline.repair_strength_last == 0.25 and fusion.pipeline.trajectory == "crop"
+    baseline = trainer_config("genfusion-2dgs-lite", tmp_path, tmp_path, "x", "t", "cpu")
+    assert cli.fusion_trainer_config(config, baseline) is baseline
+    scene, cell = BenchScene("room-s0", tmp_path, True), Cell("room-s0", "sparse-3", "genfusion-lite")
+    assert cli.cell_settings(config, scene, cell, "cpu")["fusion_options"] == list(config.fusion_options)
+    assert "fusion_options" not in cli.cell_settings(BenchConfig(), scene, cell, "cpu")  # older cells still match
+    with pytest.raises(BenchError, match="no field"):
+        cli.run_bench(BenchConfig(output=tmp_path / "bad", device="cpu", methods=("genfusion-lite",),
+                                  fusion_options=("pipeline.repair_strenght=0.2",)), command="pytest")
+    assert not (tmp_path / "bad" / "scenes").exists()  # nothing was generated or trained
+
+
 def test_tiny_bench_writes_report_and_resumes_without_retraining(tmp_path, monkeypatch):
     import genfusion_ns.bench.cli as cli
 

@@ -171,6 +171,41 @@ def test_repaired_views_train_only_every_nth_step():
     assert trained == [21, 24, 27]
 
 
+def test_repair_strength_moves_linearly_to_the_last_rounds():
+    from types import SimpleNamespace
+
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+    from genfusion_ns.fusion.repair import RepairSettings
+
+    def strengths(last):
+        config = GenFusionPipelineConfig(repair_strength=0.5, repair_strength_last=last)
+        fake = SimpleNamespace(config=config, repair_settings=RepairSettings(strength=0.5, guidance_scale=1.5),
+                               _round_steps=frozenset({275, 550, 825}))
+        settings = [GenFusionPipeline.round_settings(fake, step) for step in (275, 550, 825)]
+        assert all(s.guidance_scale == 1.5 for s in settings)  # only the strength moves
+        return [round(s.strength, 6) for s in settings]
+
+    assert strengths(None) == [0.5, 0.5, 0.5]
+    assert strengths(0.25) == [0.5, 0.375, 0.25]
+    assert strengths(1.0) == [0.5, 0.75, 1.0]
+
+
+def test_benchmark_overrides_set_typed_fields_and_refuse_unknown_ones():
+    from types import SimpleNamespace
+
+    from genfusion_ns.runner import RunError, apply_overrides
+
+    config = SimpleNamespace(pipeline=SimpleNamespace(repair_strength_last=None, trajectory="auto", model=SimpleNamespace(
+        exposure_compensation=False)))
+    apply_overrides(config, ["pipeline.repair-strength-last=0.25", "pipeline.trajectory=crop",
+                             "pipeline.model.exposure_compensation=true"])
+    assert config.pipeline.repair_strength_last == 0.25 and config.pipeline.trajectory == "crop"
+    assert config.pipeline.model.exposure_compensation is True
+    for bad in ("pipeline.repair_strength_lats=0.2", "pipeline.nothing.x=1", "no-equals-sign"):
+        with pytest.raises(RunError):
+            apply_overrides(config, [bad])
+
+
 def test_identity_video_model_returns_the_renders():
     from genfusion_ns.fusion.video_model import load_video_pipeline
 

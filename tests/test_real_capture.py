@@ -55,3 +55,32 @@ def test_genfusion_lite_round_on_a_real_capture_without_seed_points(tmp_path, si
     walk = real[-1] - real[0]
     along = (repaired - real[0]) @ walk / walk.norm() ** 2
     assert bool((along > -0.1).all() and (along < 1.1).all())
+
+
+def test_colmap_points_seed_a_dataset_without_ply_and_nothing_asks_or_rewrites(tmp_path, monkeypatch):
+    """A dataset with colmap/sparse/0 but no ply_file_path (older ns-process-data, other tools): nerfstudio would ask
+    on the terminal whether to rewrite transforms.json; the points are used as they are, the dataset is untouched."""
+    import rich.prompt
+
+    from genfusion_ns.model.dataparser import ValidatedNerfstudioDataParserConfig
+
+    def no_prompt(*args, **kwargs):
+        raise AssertionError("nerfstudio's interactive prompt was reached")
+
+    monkeypatch.setattr(rich.prompt.Confirm, "ask", no_prompt)
+    with_ply = ValidatedNerfstudioDataParserConfig(data=LUND_SMALL, load_3D_points=True).setup()
+    expected = with_ply.get_dataparser_outputs("train").metadata
+
+    data = tmp_path / "lund"
+    shutil.copytree(LUND_SMALL, data)
+    (data / "sparse_pc.ply").unlink()
+    meta = json.loads((data / "transforms.json").read_text())
+    meta.pop("ply_file_path")
+    text = json.dumps(meta)
+    (data / "transforms.json").write_text(text)
+    parser = ValidatedNerfstudioDataParserConfig(data=data, load_3D_points=True).setup()
+    metadata = parser.get_dataparser_outputs("train").metadata
+
+    assert torch.allclose(metadata["points3D_xyz"], expected["points3D_xyz"], atol=1e-5)
+    assert torch.equal(metadata["points3D_rgb"], expected["points3D_rgb"])
+    assert (data / "transforms.json").read_text() == text and not (data / "sparse_pc.ply").exists()

@@ -16,6 +16,7 @@ import time
 import traceback
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tyro
 from rich.console import Console
@@ -29,6 +30,9 @@ from genfusion_ns.bench.report import format_value, write_report
 from genfusion_ns.bench.scenes import BenchScene, resolve_scenes
 from genfusion_ns.outputs import exit_with_error, prepare_output_folder
 
+if TYPE_CHECKING:
+    from nerfstudio.engine.trainer import TrainerConfig
+
 CONSOLE = Console()
 COMMAND = "genfusion-bench"
 RUN_TIMESTAMP = "bench"
@@ -36,7 +40,7 @@ RUN_TIMESTAMP = "bench"
 
 def cell_settings(config: BenchConfig, scene: BenchScene, cell: Cell, device: str) -> dict[str, object]:
     """What a cell's result depends on; a resumed bench reuses a result only if these are unchanged."""
-    return {
+    settings: dict[str, object] = {
         "scene_path": str(scene.path.resolve()),
         "method": cell.method,
         "protocol": cell.protocol,
@@ -46,6 +50,21 @@ def cell_settings(config: BenchConfig, scene: BenchScene, cell: Cell, device: st
         "seed": config.seed,
         "depth_tolerance": config.depth_tolerance,
     }
+    if config.fusion_options:  # absent otherwise, so cells stored before the option existed still match
+        settings["fusion_options"] = list(config.fusion_options)
+    return settings
+
+
+def fusion_trainer_config(config: BenchConfig, trainer: TrainerConfig) -> TrainerConfig:
+    """``--fusion-options`` applied to a fusion method's trainer config (other methods are returned as they are)."""
+    from genfusion_ns.runner import RunError, apply_overrides
+
+    if not hasattr(trainer.pipeline, "video_model"):
+        return trainer
+    try:
+        return apply_overrides(trainer, config.fusion_options)
+    except RunError as error:
+        raise BenchError(f"--fusion-options: {error}") from None
 
 
 def run_cell(
@@ -82,6 +101,7 @@ def run_cell(
             config.video_model,
             protocol.fusion_trajectory,
         )
+        trainer = fusion_trainer_config(config, trainer)
         for stale in (trainer.get_base_dir(), render_folder):  # an interrupted earlier attempt of this cell
             if stale.exists():
                 shutil.rmtree(stale)
@@ -133,6 +153,11 @@ def run_bench(config: BenchConfig, command: str | None = None) -> list[CellResul
     user_scenes = [Path(entry).expanduser() for entry in config.scenes if entry != GENERATE]
     prepare_output_folder(root, False, COMMAND, {"the scene": user_scenes, "--video-model": config.video_model},
                           error=BenchError, resumable=True, legacy=_is_report_folder)
+    if config.fusion_options:  # a misspelt field fails now, not as every fusion cell's error hours later
+        from genfusion_ns.runner import trainer_config
+
+        for method in methods:
+            fusion_trainer_config(config, trainer_config(method, root, root, method, RUN_TIMESTAMP, device))
     scenes = resolve_scenes(config, root / "scenes")
     cells = [
         (scene, protocol, Cell(scene.name, protocol.name, method))

@@ -48,6 +48,9 @@ class BenchConfig:
     """Override every method's training steps (repair rounds keep their fractions of training); for CI-sized runs."""
     video_model: str | None = None
     """Video model of the fusion methods ('random-tiny', 'none', a model folder); default: the methods' own."""
+    fusion_options: tuple[str, ...] = ()
+    """Config fields of the fusion methods as field.path=value (e.g. pipeline.repair_strength_last=0.25
+    pipeline.model.exposure_compensation=true); values are JSON or plain strings."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the methods train ('auto': CUDA when visible)."""
     depth_tolerance: float = 0.05

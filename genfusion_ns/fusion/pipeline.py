@@ -13,7 +13,7 @@ pipeline's checkpoint state, so resume, ``ns-viewer`` and ``ns-eval`` restore th
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Type
 
@@ -139,6 +139,9 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     repair_strength: float = 1.0
     """1: repair from pure noise (the authors). Below 1: start from the render's latent noised to that fraction of
     the schedule (SDEdit; fewer steps, output closer to the render; suits small models)."""
+    repair_strength_last: Optional[float] = None
+    """Strength of the run's last round; the rounds between interpolate linearly from repair_strength (None: every
+    round uses repair_strength). Later rounds get better renders, which a weaker repair changes less."""
     keep_video_model_on_device: bool = False
     """Keep the video model on the GPU between rounds (faster, but holds its memory during reconstruction)."""
     compile_video_unet: bool = False
@@ -205,6 +208,9 @@ class GenFusionPipeline(VanillaPipeline):
             self.repair_settings.validate()
         except ValueError as error:
             raise FusionSettingsError(str(error)) from None
+        if cfg.repair_strength_last is not None and not 0.0 < cfg.repair_strength_last <= 1.0:
+            raise FusionSettingsError(f"--pipeline.repair-strength-last must be in (0, 1], got "
+                                      f"{cfg.repair_strength_last}.")
         if not 0.0 <= cfg.repaired_frame_min_valid_fraction <= 1.0 or cfg.repaired_frame_check_views < 1:
             raise FusionSettingsError(f"--pipeline.repaired-frame-min-valid-fraction "
                                       f"({cfg.repaired_frame_min_valid_fraction}) must be in [0, 1] and "
@@ -381,6 +387,17 @@ class GenFusionPipeline(VanillaPipeline):
             self.in_repair_round = False
             self.repair_seconds += time.perf_counter() - started
 
+    def round_settings(self, step: int) -> RepairSettings:
+        """The repair settings of the round at ``step``: ``repair_strength`` moving linearly to
+        ``repair_strength_last`` over the run's rounds."""
+        last = self.config.repair_strength_last
+        rounds = sorted(self._round_steps)
+        if last is None or step not in rounds or len(rounds) < 2:
+            return self.repair_settings
+        position = rounds.index(step) / (len(rounds) - 1)
+        first = self.repair_settings.strength
+        return replace(self.repair_settings, strength=first + (last - first) * position)
+
     def _run_round(self, step: int) -> bool:
         cfg, round_index = self.config, self.completed_rounds
         pipe = self.video_pipeline()
@@ -395,7 +412,7 @@ class GenFusionPipeline(VanillaPipeline):
                 task = progress.add_task("repair", total=None)
                 views = run_repair_round(
                     self.model, pipe, poses, real_cameras, self._train_image, round_index, step, self._generator,
-                    self.repair_settings, on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
+                    self.round_settings(step), on_clip_done=lambda done, total: progress.update(task, completed=done, total=total))
         except (RepairFailed, torch.cuda.OutOfMemoryError) as error:
             CONSOLE.print(f"[bold yellow]GenFusion: repair round {round_index} at step {step} skipped: {error}")
             return False

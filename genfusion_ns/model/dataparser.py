@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 """Per-camera values nerfstudio needs, either at the top level of transforms.json or in every frame."""
 POSITIVE = ("fl_x", "fl_y", "w", "h")
 SPLIT_LISTS = ("train_filenames", "val_filenames", "test_filenames")
+COLMAP_MODEL = Path("colmap") / "sparse" / "0"
+"""The COLMAP model ``ns-process-data`` leaves in a dataset; nerfstudio reads its points when no ply is named."""
 DROP_FRAME = "or remove its frame from transforms.json (and from any train/val/test_filenames)."
 
 
@@ -205,6 +208,28 @@ def _stereo_seed_points(outputs: DataparserOutputs) -> dict[str, Any]:
     return {"points3D_xyz": xyz, "points3D_rgb": rgb}
 
 
+def _colmap_seed_points(model_dir: Path, outputs: DataparserOutputs) -> dict[str, Any]:
+    """``points3D_xyz`` / ``points3D_rgb`` from a COLMAP model's points in the dataparser's frame, or nothing when the
+    model holds none. COLMAP points are in the frame of the model's poses, so one ``dataparser_transform`` (which
+    includes ``applied_transform``) and ``dataparser_scale`` take them where nerfstudio's ``sparse_pc.ply`` points go."""
+    from nerfstudio.data.utils.colmap_parsing_utils import read_points3D_binary, read_points3D_text
+
+    binary, text = model_dir / "points3D.bin", model_dir / "points3D.txt"
+    try:
+        points = read_points3D_binary(binary) if binary.is_file() else read_points3D_text(text)
+    except (OSError, ValueError, struct.error, IndexError) as error:
+        CONSOLE.print(f"[bold yellow]Warning: the COLMAP points in {escape(str(model_dir))} cannot be read "
+                      f"({type(error).__name__}: {escape(str(error))}); they are not used.", soft_wrap=True)
+        return {}
+    if not points:
+        return {}
+    xyz = torch.from_numpy(np.array([p.xyz for p in points.values()], dtype=np.float32))
+    rgb = torch.from_numpy(np.array([p.rgb for p in points.values()], dtype=np.uint8))
+    transform = outputs.dataparser_transform.float()
+    xyz = (xyz @ transform[:3, :3].T + transform[:3, 3]) * float(outputs.dataparser_scale)
+    return {"points3D_xyz": xyz, "points3D_rgb": rgb}
+
+
 def _first_failure(check: Callable[[int], str | None], count: int) -> str | None:
     """The first non-``None`` ``check(i)`` over ``range(count)``, on a few threads (decoders free the GIL)."""
     executor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
@@ -236,11 +261,24 @@ class ValidatedNerfstudio(Nerfstudio):
         _check_frames(transforms, meta, split)
         if self._reads_files:
             self._check_before_parsing(transforms, meta)
+        colmap_model = transforms.parent / COLMAP_MODEL
+        colmap_points = self.config.load_3D_points and "ply_file_path" not in meta and colmap_model.is_dir()
+        if colmap_points:
+            # nerfstudio would stop and ask (on the terminal) whether to rewrite the user's transforms.json with a
+            # new sparse_pc.ply; the points are read into memory below instead, and the dataset stays as it is.
+            self.prompted_user, self.create_pc = True, False
         try:
             outputs = super()._generate_dataparser_outputs(split, **kwargs)
         except (AssertionError, RuntimeError) as error:  # nerfstudio's own complaints about the data
             raise DatasetError(f"nerfstudio cannot read {transforms}: {str(error).strip()}") from error
         self._check_outputs(transforms, meta, split, outputs)
+        if split == "train" and self._reads_files and colmap_points:
+            points = _colmap_seed_points(colmap_model, outputs)
+            if points:
+                CONSOLE.print(f"{escape(str(transforms))} names no ply_file_path: seed points are the "
+                              f"{len(points['points3D_xyz'])} points of {escape(str(colmap_model))} (the dataset "
+                              "is not changed).", soft_wrap=True)
+            outputs.metadata.update(points)
         if (split == "train" and self._reads_files and self.config.load_3D_points
                 and self.config.points_without_ply == "stereo" and "points3D_xyz" not in outputs.metadata):
             outputs.metadata.update(_stereo_seed_points(outputs))
@@ -350,5 +388,6 @@ class ValidatedNerfstudioDataParserConfig(NerfstudioDataParserConfig):
 
     _target: type = field(default_factory=lambda: ValidatedNerfstudio)
     points_without_ply: Literal["stereo", "none"] = "stereo"
-    """Seed points when transforms.json names no ply_file_path: 'stereo' triangulates them where the training
-    views agree (a plane sweep, see genfusion_ns/model/stereo_points.py); 'none' leaves the model's random box."""
+    """Seed points when transforms.json names no ply_file_path and the dataset has no colmap/sparse/0 points (which
+    are used when present, as nerfstudio offers to): 'stereo' triangulates them where the training views agree (a
+    plane sweep, see genfusion_ns/model/stereo_points.py); 'none' leaves the model's random box."""

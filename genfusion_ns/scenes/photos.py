@@ -47,6 +47,13 @@ def load_photo(name: str) -> np.ndarray:
     return image
 
 
+@cache
+def is_greyscale(name: str) -> bool:
+    """Whether the photo's three channels are equal (a greyscale source), decided once per photo."""
+    image = load_photo(name)
+    return bool(np.allclose(image[..., 0], image[..., 1]))
+
+
 def photo_crop(rng: np.random.Generator, names: tuple[str, ...]) -> np.ndarray:
     """A random crop (40–100 % of each side) of one of ``names``, randomly flipped, tinted and exposure-shifted.
 
@@ -60,7 +67,7 @@ def photo_crop(rng: np.random.Generator, names: tuple[str, ...]) -> np.ndarray:
     crop = image[y0:y0 + ch, x0:x0 + cw]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
-    grey = bool(np.allclose(image[..., 0], image[..., 1]))
+    grey = is_greyscale(name)
     tint = rng.uniform(0.55, 1.0, size=3) if grey else rng.uniform(0.85, 1.15, size=3)
     gain = rng.uniform(0.7, 1.25)
     return np.ascontiguousarray(np.clip(crop * tint * gain, 0.0, 1.0), dtype=np.float32)

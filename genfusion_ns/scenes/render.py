@@ -80,18 +80,18 @@ def shade(layout: SceneLayout, origins: np.ndarray, dirs: np.ndarray) -> tuple[n
         if sel.any():
             normals[sel] = primitive.normal(points[sel])
             albedo[sel] = layout.materials[primitive.material].albedo(points[sel], normals[sel])
+    emissive = [i for i, p in enumerate(layout.primitives) if layout.materials[p.material].emissive]
+    glow = np.isin(hit_prim, emissive)  # unlit (the sky): no shading, no shadow ray
     n_dot_l = np.clip(normals @ layout.light_dir, 0.0, None)
-    if layout.shadow_casters and len(points):
-        shadow_origins = points + 1e-3 * normals
-        shadow_dirs = np.broadcast_to(layout.light_dir.astype(points.dtype), points.shape)
+    lit_points = ~glow
+    if layout.shadow_casters and lit_points.any():
+        shadow_origins = points[lit_points] + 1e-3 * normals[lit_points]
+        shadow_dirs = np.broadcast_to(layout.light_dir.astype(points.dtype), shadow_origins.shape)
         blocked, _ = cast(layout, shadow_origins, shadow_dirs, only=layout.shadow_casters)
-        n_dot_l = n_dot_l * np.where(np.isfinite(blocked), 0.25, 1.0)
+        n_dot_l[lit_points] *= np.where(np.isfinite(blocked), 0.25, 1.0)
     sky = 0.5 + 0.5 * normals[:, 2]  # hemisphere ambient: upward-facing surfaces are brighter
     lit = albedo * (0.30 + 0.25 * sky + 0.55 * n_dot_l)[:, None]
-    emissive = [i for i, p in enumerate(layout.primitives) if layout.materials[p.material].emissive]
-    if emissive:
-        glow = np.isin(hit_prim, emissive)
-        lit[glow] = albedo[glow]
+    lit[glow] = albedo[glow]
     rgb[hit] = lit
     return np.clip(rgb, 0.0, 1.0), np.where(hit, t, 0.0)
 

@@ -150,8 +150,7 @@ def test_tiny_bench_writes_report_and_resumes_without_retraining(tmp_path, monke
         cli.run_bench(BenchConfig(**{**config.__dict__, "max_steps": 7}), command="pytest")
 
 
-def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
-    """benchmarks/fusion_gain.py run as two --only halves must still print the paired table, with the means."""
+def load_fusion_gain():
     import importlib.util
     from pathlib import Path
 
@@ -159,6 +158,32 @@ def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
     spec = importlib.util.spec_from_file_location("fusion_gain", path)
     fusion_gain = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fusion_gain)
+    return fusion_gain
+
+
+def test_fusion_gain_prepares_the_benchs_protocol_datasets(tmp_path):
+    """--protocol masked-K scores against a scene with every view and trains on the bench's masked dataset of it."""
+    import argparse
+    import json
+
+    fusion_gain = load_fusion_gain()
+    args = argparse.Namespace(protocol=parse_protocol("masked-2"), kind="room", train_views=3, out_dir=tmp_path)
+    name, scene, dataset = fusion_gain.prepare_scene(args, seed=7)
+    assert name == "room-s7-masked-2" and scene != dataset
+    source, masked = (json.loads((p / "transforms.json").read_text()) for p in (scene, dataset))
+    assert len(masked["train_filenames"]) == len(source["frames"]) // 2  # every 2nd view trains, on its patch
+    assert all("mask_path" in f for f in masked["frames"] if f["file_path"] in masked["train_filenames"])
+    assert fusion_gain.prepare_scene(args, seed=7) == (name, scene, dataset)  # the second call reuses both
+
+    plain = argparse.Namespace(protocol=None, kind="room", train_views=3, out_dir=tmp_path)
+    name, scene, dataset = fusion_gain.prepare_scene(plain, seed=7)
+    assert name == "room-s7-3" and scene == dataset
+    assert len(json.loads((scene / "transforms.json").read_text())["train_filenames"]) == 3
+
+
+def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
+    """benchmarks/fusion_gain.py run as two --only halves must still print the paired table, with the means."""
+    fusion_gain = load_fusion_gain()
 
     def fused(scene, psnr, repaired):
         rounds = [{"step": 300 * (i + 1), "repaired_psnr": r, "input_psnr": 18.0} for i, r in enumerate(repaired)]
@@ -175,7 +200,9 @@ def test_fusion_gain_table_pairs_the_two_sides_from_separate_runs():
     assert "rounds at 300, 600" in table[0]
     assert table[2].startswith("| a | 17.00 / 0.600 | 19.00 / 0.700 | +2.00 | 19.00 vs 18.00 · 17.00 vs 18.00 |")
     assert table[-1].startswith("| **mean** | 17.50 / 0.600 | 19.00 / 0.700 | **+1.50**")
-    assert "+0.75 · -0.50" in table[-1]
+    assert "+0.75 · -0.50" in table[-1] and "(target ≥ +3.0)" in table[-1]
+    masked = fusion_gain.markdown(baselines + fusions, "lite", fusion_gain.TARGET_GAIN_DB["masked"]).splitlines()
+    assert "(target ≥ +3.9)" in masked[-1]
 
     # Rounds without input renders and runs without a repair time (e.g. --video-model none) still print.
     bare = {**fused("a", 19.0, [19.0]), "repair_seconds": None}

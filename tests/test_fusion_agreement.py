@@ -221,7 +221,60 @@ def test_the_repaired_loss_is_scaled_by_the_frame_weight_and_skips_when_none_is_
     assert GenFusionPipeline._repaired_losses(fake, 61) == {}  # every frame skipped: no repaired loss, no error
 
 
-def test_the_pipeline_weighs_measures_or_ignores_by_mode():
+def pipeline_double(config, train: Pinhole) -> SimpleNamespace:
+    """What ``GenFusionPipeline._check_repaired_frames`` uses of the pipeline: its config, the check records, the
+    judging step and the training evidence (the plane seen from ``train``)."""
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline
+
+    fake = SimpleNamespace(config=config, frame_checks=[], _training_evidence=lambda cams, i: (*ray_cast(train), None))
+    fake._judge_frames = lambda views, verdicts: GenFusionPipeline._judge_frames(fake, views, verdicts)
+    return fake
+
+
+def test_the_render_is_kept_only_where_a_training_photo_sees_and_confirms_it():
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+
+    novel, train = camera(), camera((0.5, 0.0, 0.0))
+    truth, depth = ray_cast(novel)
+    render = (truth + 0.06).clamp(0, 1)  # close to the photos: confirmed
+    render[5:15, 25:35] = (truth[5:15, 25:35] + 0.3).clamp(0, 1)  # a wrong patch the photo contradicts
+    repaired = (truth - 0.05).clamp(0, 1)
+    _, seen = warp_training_view(*ray_cast(train), train, depth, novel)
+    assert not seen.all()  # a band of the frame the training camera does not see
+    warps = agreement.warp_neighbours(depth[None], [novel], [train], lambda i: (*ray_cast(train), None),
+                                      CheckSettings(num_views=1))
+    confirmed = agreement.confirmed_pixels(render[None], warps, tolerance=0.1)[0]
+    assert confirmed.sum() > 0.5 * H * W
+    assert not confirmed[~seen].any() and not confirmed[5:15, 25:35].any()
+    assert confirmed[seen].float().mean() > 0.9
+
+    to_bytes = lambda image: (image * 255).round().to(torch.uint8)  # noqa: E731
+    views = RepairedViews(camera_to_worlds=novel.camera_to_world[None].clone(), fx=torch.tensor([F]),
+                          fy=torch.tensor([F]), cx=torch.tensor([W / 2]), cy=torch.tensor([H / 2]),
+                          rgb=to_bytes(repaired)[None], depth=1.5 * depth[None], round_index=2, step=300,
+                          input_rgb=to_bytes(render)[None], input_depth=depth[None].clone())
+    real = SimpleNamespace(camera_to_worlds=train.camera_to_world[None], fx=torch.tensor([[F]]),
+                           fy=torch.tensor([[F]]), cx=torch.tensor([[W / 2]]), cy=torch.tensor([[H / 2]]))
+    config = GenFusionPipelineConfig(repaired_frame_check="off", keep_confirmed_render=True,
+                                     repaired_frame_check_views=1)
+    fake = pipeline_double(config, train)
+    GenFusionPipeline._check_repaired_frames(fake, views, real)
+    assert fake.frame_checks == [] and views.checks is None  # no frame check: only the pixels changed
+    kept = views.rgb[0] == to_bytes(render)
+    assert kept.all(-1)[confirmed].all() and torch.equal(views.depth[0][confirmed], depth[confirmed])
+    assert torch.equal(views.rgb[0][~confirmed], to_bytes(repaired)[~confirmed])
+    assert torch.equal(views.depth[0][~confirmed], 1.5 * depth[~confirmed])
+    # With a check, it judges the model's own output and the manifest records the share of the render kept.
+    views = RepairedViews(camera_to_worlds=views.camera_to_worlds, fx=views.fx, fy=views.fy, cx=views.cx,
+                          cy=views.cy, rgb=to_bytes(repaired)[None], depth=1.5 * depth[None], round_index=2, step=300,
+                          input_rgb=to_bytes(render)[None], input_depth=depth[None].clone())
+    fake = pipeline_double(GenFusionPipelineConfig(keep_confirmed_render=True, repaired_frame_check_views=1), train)
+    GenFusionPipeline._check_repaired_frames(fake, views, real)
+    assert views.checks[0]["render_kept_fraction"] == pytest.approx(float(confirmed.float().mean()), abs=1e-4)
+    assert views.checks[0]["repaired_psnr"] > views.checks[0]["render_psnr"]  # judged before the render was kept
+
+
+def test_the_pipeline_weighs_falls_back_measures_or_ignores_by_mode():
     from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
 
     novel, train = camera(), camera((0.5, 0.0, 0.0))
@@ -236,10 +289,9 @@ def test_the_pipeline_weighs_measures_or_ignores_by_mode():
         views = RepairedViews(camera_to_worlds=novel.camera_to_world[None].expand(2, 3, 4).clone(),
                               fx=torch.full((2,), F), fy=torch.full((2,), F), cx=torch.full((2,), W / 2),
                               cy=torch.full((2,), H / 2), rgb=torch.stack([closer, noisy.to(torch.uint8)]),
-                              depth=depth.expand(2, H, W).clone(), round_index=4, step=500,
+                              depth=1.5 * depth.expand(2, H, W), round_index=4, step=500,
                               input_rgb=render.expand(2, H, W, 3).clone(), input_depth=depth.expand(2, H, W).clone())
-        fake = SimpleNamespace(config=GenFusionPipelineConfig(repaired_frame_check=mode), frame_checks=[],
-                               _training_evidence=lambda cams, i: (*ray_cast(train), None))
+        fake = pipeline_double(GenFusionPipelineConfig(repaired_frame_check=mode), train)
         GenFusionPipeline._check_repaired_frames(fake, views, real)
         return views, fake.frame_checks
 
@@ -253,6 +305,12 @@ def test_the_pipeline_weighs_measures_or_ignores_by_mode():
     assert records[0]["mode"] == "weigh" and records[0]["kept"] == 2 and records[0]["mean_weight"] == 0.625
     views, records = judged("measure")
     assert views.weights is None and [c["weight"] for c in views.checks] == [1.0, 0.0] and records[0]["kept"] == 1
+    assert torch.equal(views.rgb[1], noisy.to(torch.uint8))  # measure trains on every repair as it came
+    views, records = judged("render-fallback")  # the frame that moved away trains on its render, colour and depth
+    assert views.weights is None and records[0]["mode"] == "render-fallback" and records[0]["kept"] == 1
+    assert torch.equal(views.rgb[0], closer) and torch.equal(views.rgb[1], render)
+    assert torch.equal(views.depth[0], 1.5 * depth) and torch.equal(views.depth[1], depth)
+    assert [c["trained_on"] for c in views.checks] == ["repair", "render"]
     views, records = judged("off")
     assert views.weights is None and views.checks is None and records == []
 

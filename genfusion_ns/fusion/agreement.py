@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +51,11 @@ import torch.nn.functional as F
 from genfusion_ns.axes import flip_camera_axes
 from genfusion_ns.fusion.trajectories import camera_centers, forward_axes
 
-CHECK_MODES = ("training-views", "weigh", "measure", "off")
-"""``--pipeline.repaired-frame-check``: judge and skip below the threshold, judge and down-weight by rank within the
-round, judge and record only (every frame keeps weight 1, the record is the ``training-views`` decision), or
-nothing."""
+CheckMode = Literal["training-views", "render-fallback", "weigh", "measure", "off"]
+CHECK_MODES: Tuple[str, ...] = get_args(CheckMode)
+"""``--pipeline.repaired-frame-check``: judge and skip below the threshold, judge and train on the render instead
+below it, judge and down-weight by rank within the round, judge and record only (every frame keeps weight 1, the
+record is the ``training-views`` decision), or nothing."""
 
 RULE_AGREES = "agrees"
 RULE_DISAGREES = "disagrees"
@@ -298,22 +299,29 @@ def decide_by_rank(figures: Sequence[Tuple[Optional[float], Optional[float], flo
     return out
 
 
-def check_frames(
-    repaired_rgb: torch.Tensor,
-    render_rgb: torch.Tensor,
+@dataclass
+class NeighbourWarps:
+    """The nearest training photos of one frame, warped into it: view indices, photos ``[H,W,3]``, valid pixels."""
+
+    views: List[int]
+    warped: List[torch.Tensor]
+    valid: List[torch.Tensor]
+
+
+def warp_neighbours(
     render_depth: torch.Tensor,
     cameras: Sequence[Pinhole],
     train_cameras: Sequence[Pinhole],
     train_view: Callable[[int], Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]],
     settings: CheckSettings = CheckSettings(),
-) -> List[FrameVerdict]:
-    """Judge ``N`` repaired frames (``repaired_rgb`` / ``render_rgb`` float ``[N,H,W,3]`` in [0,1], the render's
-    z-depth ``[N,H,W]``) against the training photos. ``train_view(i)`` returns training view ``i``'s photo
-    ``[h,w,3]`` in [0,1], the model's depth rendered there ``[h,w]`` and its mask (or None); it is called at most
-    once per view (the caller renders only the views some frame needs)."""
+) -> List[NeighbourWarps]:
+    """For each of ``N`` frames (the render's z-depth ``[N,H,W]``), its ``settings.num_views`` nearest training
+    photos warped into it. ``train_view(i)`` returns training view ``i``'s photo ``[h,w,3]`` in [0,1], the model's
+    depth rendered there ``[h,w]`` and its mask (or None); it is called at most once per view (the caller renders
+    only the views some frame needs)."""
     cache: Dict[int, Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]] = {}
     train_c2w = torch.stack([c.camera_to_world[:3, :4].float() for c in train_cameras])
-    figures, chosen = [], []
+    out = []
     for n, camera in enumerate(cameras):
         views = nearest_views(camera.camera_to_world, train_c2w, settings.num_views)
         warped, valid = [], []
@@ -325,17 +333,51 @@ def check_frames(
                                         settings.depth_tolerance)
             warped.append(wp)
             valid.append(ok)
-        repaired_psnr, render_psnr, fraction = compare_with_photos(repaired_rgb[n], render_rgb[n], warped, valid)
+        out.append(NeighbourWarps(views, warped, valid))
+    return out
+
+
+def check_frames(
+    repaired_rgb: torch.Tensor,
+    render_rgb: torch.Tensor,
+    render_depth: torch.Tensor,
+    cameras: Sequence[Pinhole],
+    train_cameras: Sequence[Pinhole],
+    train_view: Optional[Callable[[int], Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]],
+    settings: CheckSettings = CheckSettings(),
+    warps: Optional[Sequence[NeighbourWarps]] = None,
+) -> List[FrameVerdict]:
+    """Judge ``N`` repaired frames (``repaired_rgb`` / ``render_rgb`` float ``[N,H,W,3]`` in [0,1], the render's
+    z-depth ``[N,H,W]``) against the training photos (:func:`warp_neighbours`; ``warps`` reuses its result)."""
+    if warps is None:
+        warps = warp_neighbours(render_depth, cameras, train_cameras, train_view, settings)
+    figures = []
+    for n, frame in enumerate(warps):
+        repaired_psnr, render_psnr, fraction = compare_with_photos(repaired_rgb[n], render_rgb[n], frame.warped,
+                                                                   frame.valid)
         change = masked_psnr(repaired_rgb[n], render_rgb[n], torch.ones(repaired_rgb.shape[1:3], dtype=torch.bool))
         figures.append((repaired_psnr, render_psnr, fraction, change))
-        chosen.append(views)
     verdicts = []
-    for (repaired_psnr, render_psnr, fraction, change), views, (weight, rule) in zip(
-            figures, chosen, (decide_by_rank if settings.by_rank else decide)(figures, settings)):
+    for (repaired_psnr, render_psnr, fraction, change), frame, (weight, rule) in zip(
+            figures, warps, (decide_by_rank if settings.by_rank else decide)(figures, settings)):
         verdicts.append(FrameVerdict(weight=weight, rule=rule, valid_fraction=round(fraction, 4),
                                      repaired_psnr=repaired_psnr, render_psnr=render_psnr, change_psnr=change,
-                                     views=views))
+                                     views=frame.views))
     return verdicts
+
+
+def confirmed_pixels(render_rgb: torch.Tensor, warps: Sequence[NeighbourWarps], tolerance: float) -> torch.Tensor:
+    """Pixels ``[N,H,W]`` where a training photo confirms the render: some nearest photo sees the render's surface
+    there (:func:`warp_training_view`) and its colour differs from the render's by at most ``tolerance`` (mean
+    absolute difference over the channels, colours in [0,1]). There the render is what the photos say; the video
+    model can only add its reproduction cost (VAE, colour drift; measured in docs/benchmarks.md, "Keep the
+    confirmed render")."""
+    out = torch.zeros(render_rgb.shape[:3], dtype=torch.bool)
+    for n, frame in enumerate(warps):
+        for photo, valid in zip(frame.warped, frame.valid):
+            close = (render_rgb[n].float() - photo.float()).abs().mean(-1) <= tolerance
+            out[n] |= (valid & close).cpu()
+    return out
 
 
 def summarize(verdicts: Sequence[FrameVerdict]) -> Dict[str, object]:

@@ -111,10 +111,19 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Weight of the scale-and-shift-invariant depth term inside the repaired-view loss."""
     repaired_feed_densification: bool = False
     """Let repaired views' screen-space gradients drive densification (the authors' code does not)."""
-    repaired_frame_check: Literal["training-views", "weigh", "measure", "off"] = "measure"
+    keep_confirmed_render: bool = False
+    """In every repaired frame, keep the render's colour and depth at the pixels where one of the nearest training
+    photos (warped through the rendered depth, as the frame check does) sees the same surface and agrees with the
+    render within confirmed_render_tolerance: the model's output is used only where the photos do not already say
+    what is there (fusion/agreement.py ``confirmed_pixels``)."""
+    confirmed_render_tolerance: float = 0.1
+    """Mean absolute colour difference (colours in [0, 1]) up to which a photo confirms the render at a pixel."""
+    repaired_frame_check: agreement.CheckMode = "measure"
     """Trust in each repaired frame, from training data only (fusion/agreement.py): each frame is compared with the
     nearest training photos warped into it through the rendered depth, by PSNR(repair, photos) - PSNR(render,
-    photos). 'training-views' skips (weight 0) frames below repaired_frame_min_gain_db; 'weigh' ranks the round's
+    photos). 'training-views' skips (weight 0) frames below repaired_frame_min_gain_db; 'render-fallback' trains on
+    the render (colour and depth) instead of those frames' repairs, so every novel pose still constrains the scene;
+    'weigh' ranks the round's
     frames by it and down-weights those below the round's median linearly in rank, to
     repaired_frame_weight_floor for the worst (no threshold, nothing skipped); 'measure' (default) records the
     'training-views' decision in the round's manifest and the log but trains on every frame at weight 1; 'off' checks
@@ -432,29 +441,54 @@ class GenFusionPipeline(VanillaPipeline):
     def _check_repaired_frames(self, views: RepairedViews, real_cameras: Any) -> None:
         """Judge the round's frames against the training photos (``fusion/agreement.py``), set their weights (modes
         'training-views' and 'weigh'), record the decision in ``views.checks`` (written to the manifest) and in
-        ``frame_checks`` (checkpoint state), and log it."""
+        ``frame_checks`` (checkpoint state), and log it; then keep the render where the photos confirm it
+        (``keep_confirmed_render``). The check judges the model's own output, before that."""
         cfg = self.config
-        if cfg.repaired_frame_check == "off" or views.input_rgb is None or views.input_depth is None:
+        check = cfg.repaired_frame_check != "off"
+        if not (check or cfg.keep_confirmed_render) or views.input_rgb is None or views.input_depth is None:
             return
         settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
                                            min_valid_fraction=cfg.repaired_frame_min_valid_fraction,
                                            num_views=cfg.repaired_frame_check_views,
                                            by_rank=cfg.repaired_frame_check == "weigh",
                                            rank_floor=cfg.repaired_frame_weight_floor)
-        verdicts = agreement.check_frames(
-            views.rgb.float() / 255.0, views.input_rgb.float() / 255.0, views.input_depth,
-            agreement.pinholes(views.camera_to_worlds, views.fx, views.fy, views.cx, views.cy),
-            agreement.pinholes(real_cameras.camera_to_worlds, real_cameras.fx, real_cameras.fy, real_cameras.cx,
-                               real_cameras.cy),
-            lambda i: self._training_evidence(real_cameras, i), settings)
+        cameras = agreement.pinholes(views.camera_to_worlds, views.fx, views.fy, views.cx, views.cy)
+        train_cameras = agreement.pinholes(real_cameras.camera_to_worlds, real_cameras.fx, real_cameras.fy,
+                                           real_cameras.cx, real_cameras.cy)
+        render = views.input_rgb.float() / 255.0
+        warps = agreement.warp_neighbours(views.input_depth, cameras, train_cameras,
+                                          lambda i: self._training_evidence(real_cameras, i), settings)
+        if check:
+            self._judge_frames(views, agreement.check_frames(views.rgb.float() / 255.0, render, views.input_depth,
+                                                             cameras, train_cameras, None, settings, warps))
+        if cfg.keep_confirmed_render:
+            confirmed = agreement.confirmed_pixels(render, warps, cfg.confirmed_render_tolerance)
+            views.use_renders(confirmed)
+            fractions = confirmed.double().mean(dim=(1, 2)).tolist()
+            for entry, fraction in zip(views.checks or [], fractions):
+                entry["render_kept_fraction"] = round(fraction, 4)
+            CONSOLE.print(f"GenFusion: round {views.round_index} keeps the render where the training photos confirm "
+                          f"it: {100 * sum(fractions) / max(len(fractions), 1):.1f} % of the repaired pixels.",
+                          highlight=False)
+
+    def _judge_frames(self, views: RepairedViews, verdicts: List[agreement.FrameVerdict]) -> None:
+        """Apply and record the frame check's verdicts (``repaired_frame_check``)."""
+        cfg = self.config
         views.checks = [v.as_dict() for v in verdicts]
         if cfg.repaired_frame_check in ("training-views", "weigh"):
             views.weights = torch.tensor([v.weight for v in verdicts], dtype=torch.float32)
+        elif cfg.repaired_frame_check == "render-fallback":
+            fallen_back = torch.tensor([v.weight <= 0 for v in verdicts])
+            views.use_renders(fallen_back)
+            for entry, used_render in zip(views.checks, fallen_back.tolist()):
+                entry["trained_on"] = "render" if used_render else "repair"
         record = {"round": views.round_index, "step": views.step, "mode": cfg.repaired_frame_check,
                   **agreement.summarize(verdicts)}
         self.frame_checks.append(record)
         rules = ", ".join(f"{rule} {count}" for rule, count in sorted(record["by_rule"].items()))
-        action = "trains on" if cfg.repaired_frame_check != "measure" else "would train on (measure only)"
+        action = {"measure": "would train on (measure only)",
+                  "render-fallback": "keeps the repair of (the render for the rest)"}.get(cfg.repaired_frame_check,
+                                                                                          "trains on")
         CONSOLE.print(f"GenFusion: round {views.round_index} frame check {action} {record['kept']} of "
                       f"{record['frames']} repaired frames, mean weight {record['mean_weight']} ({rules}; mean gain "
                       f"over the renders against the training photos {record['mean_gain_db']} dB).", highlight=False)

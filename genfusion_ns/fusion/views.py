@@ -59,6 +59,17 @@ class RepairedViews:
             return torch.ones(len(self))
         return self.weights.float().reshape(len(self))
 
+    def use_renders(self, where: torch.Tensor) -> None:
+        """Train on the render instead of the repair where ``where`` is set: whole frames (bool ``[N]``) or pixels
+        (bool ``[N,H,W]``); colour and depth there become the render's (``input_rgb`` / ``input_depth``), which must
+        be present."""
+        if self.input_rgb is None or self.input_depth is None:
+            raise ValueError("use_renders needs the renders (input_rgb and input_depth) the frames were repaired from")
+        where = where.to(torch.bool).cpu()
+        where = where.reshape(len(self), 1, 1).expand(self.depth.shape) if where.dim() == 1 else where
+        self.rgb = torch.where(where[..., None], self.input_rgb.to(self.rgb.dtype), self.rgb)
+        self.depth = torch.where(where, self.input_depth.to(self.depth), self.depth)
+
     def save(self, folder: Path, scene_to_file_depth: float = 1.0) -> Tuple[List[Path], List[Path]]:
         """Write ``frame_XXXX.png`` / ``depth_XXXX.npy`` and a manifest; returns the image and depth paths.
 

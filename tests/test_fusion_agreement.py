@@ -102,8 +102,8 @@ def frames_check(repaired: list[torch.Tensor], render: torch.Tensor, depth: torc
         return photos[i][0], photos[i][1], None
 
     n = len(repaired)
-    verdicts = check_frames(torch.stack(repaired), render.expand(n, H, W, 3), depth.expand(n, H, W),
-                            [novel] * n, [left, right], train_view)
+    warps = agreement.warp_neighbours(depth.expand(n, H, W), [novel] * n, [left, right], train_view)
+    verdicts = check_frames(torch.stack(repaired), render.expand(n, H, W, 3), warps)
     assert sorted(calls) == [0, 1]  # each training view rendered once per round
     return verdicts
 
@@ -128,19 +128,19 @@ def test_frames_the_photos_do_not_see_are_judged_by_the_size_of_the_change():
     large = (render + 0.2).clamp(0, 1)
     closer = (truth + 0.01).clamp(0, 1)  # the change a confirmed frame made: ~0.05 per channel
     hidden = torch.zeros_like(depth)  # no geometry in the render: nothing to warp
-    verdicts = check_frames(torch.stack([closer, small, large]), render.expand(3, H, W, 3),
-                            torch.stack([depth, hidden, hidden]), [camera()] * 3,
-                            [camera((0.5, 0.0, 0.0))], lambda i: (*ray_cast(camera((0.5, 0.0, 0.0))), None),
-                            CheckSettings(num_views=1))
+    one_view = CheckSettings(num_views=1)
+    train, train_view = [camera((0.5, 0.0, 0.0))], lambda i: (*ray_cast(camera((0.5, 0.0, 0.0))), None)
+    warps = agreement.warp_neighbours(torch.stack([depth, hidden, hidden]), [camera()] * 3, train, train_view,
+                                      one_view)
+    verdicts = check_frames(torch.stack([closer, small, large]), render.expand(3, H, W, 3), warps, one_view)
     assert [v.rule for v in verdicts] == [agreement.RULE_AGREES, agreement.RULE_SMALL_CHANGE,
                                           agreement.RULE_LARGE_CHANGE]
     assert [v.weight for v in verdicts] == [1.0, 1.0, 0.0]
     assert verdicts[1].repaired_psnr is None and verdicts[1].valid_fraction == 0.0
     # No frame of the round confirmed by the photos: nothing unjudged is trusted either.
     noisy = (render + 0.2).clamp(0, 1)
-    verdicts = check_frames(torch.stack([noisy, small]), render.expand(2, H, W, 3), torch.stack([depth, hidden]),
-                            [camera()] * 2, [camera((0.5, 0.0, 0.0))],
-                            lambda i: (*ray_cast(camera((0.5, 0.0, 0.0))), None), CheckSettings(num_views=1))
+    warps = agreement.warp_neighbours(torch.stack([depth, hidden]), [camera()] * 2, train, train_view, one_view)
+    verdicts = check_frames(torch.stack([noisy, small]), render.expand(2, H, W, 3), warps, one_view)
     assert [v.weight for v in verdicts] == [0.0, 0.0]
 
 

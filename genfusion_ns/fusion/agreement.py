@@ -340,17 +340,11 @@ def warp_neighbours(
 def check_frames(
     repaired_rgb: torch.Tensor,
     render_rgb: torch.Tensor,
-    render_depth: torch.Tensor,
-    cameras: Sequence[Pinhole],
-    train_cameras: Sequence[Pinhole],
-    train_view: Optional[Callable[[int], Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]]],
+    warps: Sequence[NeighbourWarps],
     settings: CheckSettings = CheckSettings(),
-    warps: Optional[Sequence[NeighbourWarps]] = None,
 ) -> List[FrameVerdict]:
-    """Judge ``N`` repaired frames (``repaired_rgb`` / ``render_rgb`` float ``[N,H,W,3]`` in [0,1], the render's
-    z-depth ``[N,H,W]``) against the training photos (:func:`warp_neighbours`; ``warps`` reuses its result)."""
-    if warps is None:
-        warps = warp_neighbours(render_depth, cameras, train_cameras, train_view, settings)
+    """Judge ``N`` repaired frames (``repaired_rgb`` / ``render_rgb`` float ``[N,H,W,3]`` in [0,1]) against the
+    training photos warped into them (:func:`warp_neighbours`, with the same ``settings``)."""
     figures = []
     for n, frame in enumerate(warps):
         repaired_psnr, render_psnr, fraction = compare_with_photos(repaired_rgb[n], render_rgb[n], frame.warped,

@@ -459,8 +459,7 @@ class GenFusionPipeline(VanillaPipeline):
         warps = agreement.warp_neighbours(views.input_depth, cameras, train_cameras,
                                           lambda i: self._training_evidence(real_cameras, i), settings)
         if check:
-            self._judge_frames(views, agreement.check_frames(views.rgb.float() / 255.0, render, views.input_depth,
-                                                             cameras, train_cameras, None, settings, warps))
+            self._judge_frames(views, agreement.check_frames(views.rgb.float() / 255.0, render, warps, settings))
         if cfg.keep_confirmed_render:
             confirmed = agreement.confirmed_pixels(render, warps, cfg.confirmed_render_tolerance)
             views.use_renders(confirmed)

@@ -66,6 +66,10 @@ class MakeDataConfig:
     """Frames per clip in the clip index (the released model uses 16)."""
     patch_fraction: float = 0.5
     """Visible patch side as a fraction of the image side (0.5 = W/2 x H/2)."""
+    patch_placement: Literal["corner", "moving"] = "corner"
+    """Where each frame's patch lies (genfusion_ns/protocols/masked.py). "corner" (the authors' data): one random
+    corner per scene, the same in every frame. "moving": the path that bounces through the image, as in the masked
+    benchmark (genfusion-bench's masked-K protocols), so the model also learns to extend a patch in every direction."""
     shard: str = "0/1"
     """"i/n": process scenes i, i+n, i+2n, ... of the sorted list (run n of these in parallel)."""
     seed: int = 0
@@ -159,11 +163,11 @@ def build_scene(config: MakeDataConfig, folder: Path, name: str, work: Path, on_
     if config.artifacts == "masked":
         on_stage("masking")
         masked = make_masked_dataset(MaskedProtocolConfig(
-            source=folder, output=work / "masked", placement="corner", downsample=1,
+            source=folder, output=work / "masked", placement=config.patch_placement, downsample=1,
             patch_fraction=config.patch_fraction, seed=seed))
-        patch = masked.patches[0]
+        patch = masked.patches[0]  # the first frame's (every frame's with "corner")
         patch_settings = {"x": patch.x, "y": patch.y, "width": patch.width, "height": patch.height,
-                          "placement": "corner", "patch_fraction": config.patch_fraction}
+                          "placement": config.patch_placement, "patch_fraction": config.patch_fraction}
         dataset = work / "masked"
     on_stage("reconstructing")
     run_config = train_reconstruction(dataset, work / "run", config.method, config.max_steps, device, seed)

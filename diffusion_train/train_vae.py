@@ -9,6 +9,12 @@ latents. The output ``pipeline/`` folder is the ``--init`` of ``genfusion-train-
 
     genfusion-train-vae --data data/clips --output runs/vae --init random:small
     genfusion-train-video --data data/clips --output runs/video --init runs/vae/pipeline
+
+``--parts decoder`` fine-tunes only the decoder of a trained pipeline (Stable Diffusion's ft-MSE decoder did the
+same): the encoder, and with it the latent space the UNet was trained in, stays exactly as it was, so the result
+loads with the same UNet and needs no new diffusion training::
+
+    genfusion-train-vae --data data/clips --output runs/decoder --init genfusion_ns/video/default_model --parts decoder
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Literal
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from diffusion_train.train import (
     CONSOLE,
     PIPELINE_DIR,
+    RANDOM_PREFIX,
     TrainVideoError,
     load_initial_pipeline,
     prepare_output,
@@ -45,6 +53,10 @@ class TrainVaeConfig:
     --data or --init)."""
     init: str = "random:small"
     """Pipeline whose VAE is trained: a folder, a cached hub id, or "random:<config name>"."""
+    parts: Literal["all", "decoder"] = "all"
+    """What is trained. 'all': encoder and decoder, then ``latent_scale_factor`` is measured anew (a new latent
+    space: the UNet must be trained after it). 'decoder': the decoder (and its post-quantisation conv) only; the
+    encoder and ``latent_scale_factor`` stay as they are, so a trained UNet keeps working with the result."""
     seed: int = 0
     max_steps: int = 2000
     batch_size: int = 2
@@ -63,6 +75,8 @@ class TrainVaeConfig:
     scale_batches: int = 16
     """Batches used to measure the latent standard deviation for ``latent_scale_factor``."""
     log_every: int = 50
+    save_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Precision of the weights in the final pipeline/ folder (float16 halves its size; loaders upcast on CPU)."""
     overwrite: bool = False
     """Delete an earlier genfusion-train-vae run in --output first (never a folder this command did not write)."""
 
@@ -89,13 +103,29 @@ def random_crops(frames: torch.Tensor, count: int, size: int | None, generator: 
     return torch.stack(crops)
 
 
+def trainable_parameters(vae, parts: str) -> list[torch.nn.Parameter]:
+    """Set ``requires_grad`` for ``--parts`` and return the parameters to optimise."""
+    vae.requires_grad_(parts == "all")
+    if parts == "decoder":
+        for module in (vae.decoder, vae.post_quant_conv):
+            if module is not None:
+                module.requires_grad_(True)
+    return [p for p in vae.parameters() if p.requires_grad]
+
+
 def reconstruction_loss(vae, frames: torch.Tensor, kl_weight: float, depth_weight: float
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(total loss, L1)`` of one autoencoding pass through a posterior sample."""
-    posterior = vae.encode(frames).latent_dist
-    decoded = vae.decode(posterior.sample()).sample
+    """``(total loss, L1)`` of one autoencoding pass through a posterior sample. With a frozen encoder the KL term
+    is left out (it has no trainable parameter behind it)."""
+    encoder_trains = any(p.requires_grad for p in vae.encoder.parameters())
+    with torch.set_grad_enabled(encoder_trains and torch.is_grad_enabled()):
+        posterior = vae.encode(frames).latent_dist
+        latents = posterior.sample()
+    decoded = vae.decode(latents).sample
     weights = frames.new_tensor([1.0, 1.0, 1.0, depth_weight]).view(1, 4, 1, 1)
     l1 = ((decoded - frames).abs() * weights).sum(dim=1).mean() / weights.sum()
+    if not encoder_trains:
+        return l1, l1
     kl = posterior.kl().mean() / frames[0].numel()
     return l1 + kl_weight * kl, l1
 
@@ -123,6 +153,9 @@ def train_vae(config: TrainVaeConfig) -> Path:
         raise TrainVideoError("--max-steps, --batch-size and --frames-per-step must be >= 1")
     if config.crop_size is not None and config.crop_size % 8 != 0:
         raise TrainVideoError(f"--crop-size must be a multiple of 8 (the VAE downsamples), got {config.crop_size}")
+    if config.parts == "decoder" and config.init.startswith(RANDOM_PREFIX):
+        raise TrainVideoError("--parts decoder fine-tunes a trained VAE: give --init a trained pipeline folder "
+                              "(e.g. genfusion_ns/video/default_model), or use --parts all with random weights")
     accelerator = Accelerator()
     prepare_output(SimpleNamespace(output=config.output, resume=False, overwrite=config.overwrite, data=config.data,
                                    init=config.init), accelerator.is_main_process, COMMAND)
@@ -131,11 +164,12 @@ def train_vae(config: TrainVaeConfig) -> Path:
         pipe = load_initial_pipeline(config.init, config.seed)
     except (OSError, KeyError, ValueError) as error:
         raise TrainVideoError(f"--init {config.init!r} cannot be loaded: {error}") from error
-    vae = pipe.vae.train().requires_grad_(True)
+    vae = pipe.vae.train()
+    parameters = trainable_parameters(vae, config.parts)
     settings = pipe.config
     dataset = ClipDataset(config.data, settings.num_frames, settings.height, settings.width)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) >= config.batch_size)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_steps,
                                                           eta_min=config.learning_rate * 0.05)
     vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
@@ -156,16 +190,16 @@ def train_vae(config: TrainVaeConfig) -> Path:
                 loss, l1 = reconstruction_loss(accelerator.unwrap_model(vae), samples, config.kl_weight,
                                                config.depth_weight)
                 accelerator.backward(loss)
-                accelerator.clip_grad_norm_(vae.parameters(), config.max_grad_norm)
+                accelerator.clip_grad_norm_(parameters, config.max_grad_norm)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                progress.update(task, advance=1, l1=float(l1))
+                progress.update(task, advance=1, l1=float(l1.detach()))
                 if step % config.log_every == 0 or step == config.max_steps:
-                    history.append({"step": step, "l1": float(l1), "loss": float(loss)})
+                    history.append({"step": step, "l1": float(l1.detach()), "loss": float(loss.detach())})
                     if not CONSOLE.is_terminal:
-                        accelerator.print(f"step {step}: L1 {float(l1):.4f}", flush=True)
+                        accelerator.print(f"step {step}: L1 {float(l1.detach()):.4f}", flush=True)
                 if step >= config.max_steps:
                     break
 
@@ -174,10 +208,12 @@ def train_vae(config: TrainVaeConfig) -> Path:
         trained = accelerator.unwrap_model(vae).eval().requires_grad_(False)
         std = latent_std(trained, loader, config.scale_batches)
         pipe.vae = trained
-        pipe.register_to_config(latent_scale_factor=1.0 / max(std, 1e-6))
-        pipe.save_pretrained(str(pipeline_dir), safe_serialization=True)
+        if config.parts == "all":  # a new latent space; with a frozen encoder the UNet's scale stays
+            pipe.register_to_config(latent_scale_factor=1.0 / max(std, 1e-6))
+        pipe.to(dtype=getattr(torch, config.save_dtype)).save_pretrained(str(pipeline_dir), safe_serialization=True)
         (config.output / "train_vae_log.json").write_text(json.dumps(
-            {"history": history, "latent_std": std, "latent_scale_factor": 1.0 / max(std, 1e-6)}, indent=2))
+            {"history": history, "parts": config.parts, "latent_std": std,
+             "latent_scale_factor": float(pipe.config.latent_scale_factor)}, indent=2))
     accelerator.print(f"Saved the pipeline with the trained VAE to {pipeline_dir}")
     return pipeline_dir
 

@@ -251,6 +251,60 @@ def test_vae_stage_trains_the_autoencoder_and_sets_the_latent_scale(clip_data, t
     assert trained.config.latent_scale_factor == pytest.approx(1.0 / log["latent_std"])
 
 
+def test_decoder_fine_tune_keeps_the_encoder_and_the_latent_space(clip_data, tmp_path):
+    from diffusion_train.train import TrainVideoError
+    from diffusion_train.train_vae import TrainVaeConfig, train_vae
+    from genfusion_ns.video import GenFusionVideoPipeline
+
+    config, _, _ = clip_data
+    start = GenFusionVideoPipeline.from_config_name("tiny", seed=3)
+    start.register_to_config(latent_scale_factor=0.25)
+    start.save_pretrained(str(tmp_path / "start"))
+    out = tmp_path / "decoder"
+    folder = train_vae(TrainVaeConfig(data=(config.output,), output=out, init=str(tmp_path / "start"),
+                                      parts="decoder", max_steps=12, batch_size=1, frames_per_step=4, crop_size=32,
+                                      learning_rate=2e-3, log_every=1, scale_batches=2, save_dtype="float16"))
+    log = json.loads((out / "train_vae_log.json").read_text())
+    l1 = [row["l1"] for row in log["history"]]
+    assert np.mean(l1[-3:]) < np.mean(l1[:3]), l1
+    trained = GenFusionVideoPipeline.from_pretrained(str(folder), torch_dtype=torch.float32)
+    before, after = start.vae.state_dict(), trained.vae.state_dict()
+    half = lambda name: before[name].to(torch.float16).float()
+    assert all(torch.equal(after[name], half(name)) for name in before
+               if name.startswith(("encoder.", "quant_conv.")))
+    assert not torch.equal(after["decoder.conv_out.weight"], half("decoder.conv_out.weight"))
+    assert trained.config.latent_scale_factor == 0.25 == log["latent_scale_factor"]
+    assert next(trained.vae.parameters()).dtype == torch.float32
+    assert (folder / "vae" / "diffusion_pytorch_model.safetensors").stat().st_size < \
+        (tmp_path / "start" / "vae" / "diffusion_pytorch_model.safetensors").stat().st_size * 0.6
+    with pytest.raises(TrainVideoError, match="--parts decoder fine-tunes a trained VAE"):
+        train_vae(TrainVaeConfig(data=(config.output,), output=tmp_path / "random", init="random:tiny",
+                                 parts="decoder", max_steps=1))
+
+
+def test_moving_patches_give_each_frame_its_own_patch(clip_data, tmp_path, monkeypatch):
+    import genfusion_ns.protocols as protocols
+
+    made = []
+
+    def recording(config):
+        made.append(protocols_make(config))
+        return made[-1]
+
+    protocols_make = protocols.make_masked_dataset
+    monkeypatch.setattr(protocols, "make_masked_dataset", recording)
+    _, _, source = clip_data
+    for placement in ("corner", "moving"):
+        config = MakeDataConfig(scenes=(str(source),), output=tmp_path / placement, max_steps=1, clip_length=4,
+                                device="cpu", seed=1, patch_placement=placement)
+        assert make_data(config) == ["room"]
+        record = read_scene_record(tmp_path / placement / "scenes" / "room")
+        assert record.settings["patch"]["placement"] == placement
+    corner, moving = ({(p.x, p.y) for p in result.patches} for result in made)
+    assert len(corner) == 1 and len(moving) > 1  # one corner for the scene; a patch path through the frames
+    assert {(p.width, p.height) for p in made[1].patches} == {(WIDTH // 2, HEIGHT // 2)}
+
+
 def test_sparse_artifacts_render_every_frame_of_a_sparse_capture(tmp_path):
     from genfusion_ns.scenes import generate_scene
 

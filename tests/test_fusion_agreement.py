@@ -274,6 +274,55 @@ def test_the_render_is_kept_only_where_a_training_photo_sees_and_confirms_it():
     assert views.checks[0]["repaired_psnr"] > views.checks[0]["render_psnr"]  # judged before the render was kept
 
 
+def test_unobserved_mode_trains_repaired_frames_only_where_no_training_photo_sees(tiny_scene, tmp_path):
+    from genfusion_ns.fusion.datamanager import REPAIRED_DEPTH_KEY
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+    from genfusion_ns.fusion.schedule import resolve_schedule
+    from genfusion_ns.method_configs import fusion_datamanager
+    from genfusion_ns.model.genfusion_model import LOSS_WEIGHT_KEY
+
+    novel, train = camera(), camera((0.5, 0.0, 0.0))
+    truth, depth = ray_cast(novel)
+    _, seen = warp_training_view(*ray_cast(train), train, depth, novel)
+    assert 0.3 < seen.float().mean() < 1.0
+    to_bytes = lambda image: (image * 255).round().to(torch.uint8)  # noqa: E731
+    views = RepairedViews(camera_to_worlds=novel.camera_to_world[None].clone(), fx=torch.tensor([F]),
+                          fy=torch.tensor([F]), cx=torch.tensor([W / 2]), cy=torch.tensor([H / 2]),
+                          rgb=to_bytes(truth)[None], depth=depth[None].clone(), round_index=0, step=100,
+                          input_rgb=to_bytes(truth)[None], input_depth=depth[None].clone())
+    real = SimpleNamespace(camera_to_worlds=train.camera_to_world[None], fx=torch.tensor([[F]]),
+                           fy=torch.tensor([[F]]), cx=torch.tensor([[W / 2]]), cy=torch.tensor([[H / 2]]))
+    fake = pipeline_double(GenFusionPipelineConfig(repaired_frame_check="off", repaired_pixels="unobserved",
+                                                   repaired_frame_check_views=1), train)
+    GenFusionPipeline._check_repaired_frames(fake, views, real)
+    assert torch.equal(views.loss_masks[0], ~seen)  # the photo speaks where it sees; the repair only elsewhere
+    assert torch.equal(views.rgb[0], to_bytes(truth))  # colours untouched: the mask only selects the pixels
+    # The mask survives the round folder and reaches nerfstudio's mask key in the training batch.
+    config = fusion_datamanager()
+    config.data = tiny_scene
+    dm = config.setup(device="cpu")
+    images, depths = views.save(tmp_path / "r0", dm.scene_to_file_depth)
+    back = RepairedViews.load(tmp_path / "r0")
+    assert torch.equal(back.loss_masks, views.loss_masks)
+    dm.add_repaired_views(back, images, depths)
+    _, batch = dm.next_repaired(0)
+    assert torch.equal(batch["mask"][..., 0], ~seen)
+    # The repaired depth term ignores the masked-out pixels: a wrong depth there costs nothing.
+    outputs = {"depth": depth[..., None].clone(), "accumulation": torch.ones(H, W, 1)}
+    model = lambda cam: outputs  # noqa: E731
+    model.get_loss_dict = lambda out, b: {"main_loss": torch.tensor(float(b[LOSS_WEIGHT_KEY]))}
+    queue = []
+    fake = SimpleNamespace(config=GenFusionPipelineConfig(fusion_start=10, fusion_every=10, fusion_until=110),
+                           schedule=resolve_schedule(110, 0.1, 0.1, 1.0, 10, 10, 110), model=model, device="cpu",
+                           datamanager=SimpleNamespace(repaired_indices=[3], next_repaired=lambda step: queue.pop(0)))
+    wrong = depth * (torch.rand(H, W) * 3 + 0.1)
+    target = torch.where(seen, wrong, depth)[..., None]  # wrong only where the photo sees
+    queue.append((SimpleNamespace(metadata={}), {REPAIRED_DEPTH_KEY: target, "mask": (~seen)[..., None]}))
+    assert float(GenFusionPipeline._repaired_losses(fake, 60)["repaired_depth_loss"]) < 1e-6
+    queue.append((SimpleNamespace(metadata={}), {REPAIRED_DEPTH_KEY: target}))
+    assert float(GenFusionPipeline._repaired_losses(fake, 60)["repaired_depth_loss"]) > 1e-3
+
+
 def test_the_pipeline_weighs_falls_back_measures_or_ignores_by_mode():
     from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
 

@@ -374,6 +374,16 @@ def confirmed_pixels(render_rgb: torch.Tensor, warps: Sequence[NeighbourWarps], 
     return out
 
 
+def observed_pixels(warps: Sequence[NeighbourWarps], shape: Sequence[int]) -> torch.Tensor:
+    """Pixels ``[N,H,W]`` (``shape``) that at least one of each frame's nearest training photos sees
+    (:func:`warp_training_view`'s valid pixels), whatever its colour there."""
+    out = torch.zeros(tuple(shape), dtype=torch.bool)
+    for n, frame in enumerate(warps):
+        for valid in frame.valid:
+            out[n] |= valid.cpu()
+    return out
+
+
 def summarize(verdicts: Sequence[FrameVerdict]) -> Dict[str, object]:
     """Counts per rule, how many frames kept a weight above 0 and their mean weight (the pipeline's per-round
     record)."""

@@ -143,13 +143,16 @@ class GenFusionDatamanager(FullImageDatamanager[OptionalDepthDataset]):
             dataset.depth_filenames.extend(Path(p) for p in depth_paths)
         weights = views.frame_weights
         for i in range(len(views)):
-            self.cached_train.append({
+            entry = {
                 "image_idx": start + i,
                 "image": views.rgb[i].to(self.device) if self.config.cache_images == "gpu" else views.rgb[i],
                 REPAIRED_DEPTH_KEY: views.depth[i][..., None].float(),
                 IS_REPAIRED_KEY: True,
                 REPAIRED_WEIGHT_KEY: float(weights[i]),
-            })
+            }
+            if views.loss_masks is not None:  # nerfstudio's mask key: the model trains only where it is set
+                entry["mask"] = views.loss_masks[i][..., None].to(torch.bool)
+            self.cached_train.append(entry)
         self.train_cameras = dataset.cameras.to(self.device)
         self._repaired_unseen = []
         return list(range(start, len(dataset)))

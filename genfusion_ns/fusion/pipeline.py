@@ -118,6 +118,11 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     what is there (fusion/agreement.py ``confirmed_pixels``)."""
     confirmed_render_tolerance: float = 0.1
     """Mean absolute colour difference (colours in [0, 1]) up to which a photo confirms the render at a pixel."""
+    repaired_pixels: Literal["all", "unobserved"] = "all"
+    """Which pixels of a repaired frame train the scene. 'all': every pixel (the authors). 'unobserved': only those
+    that none of the nearest training photos sees (warped through the rendered depth, as the frame check does:
+    in front of the photo's camera, inside its image and mask, not occluded), colour and depth alike; where a photo
+    sees the surface, the photo alone supervises it, and the video model only fills what no photo shows."""
     repaired_frame_check: agreement.CheckMode = "measure"
     """Trust in each repaired frame, from training data only (fusion/agreement.py): each frame is compared with the
     nearest training photos warped into it through the rendered depth, by PSNR(repair, photos) - PSNR(render,
@@ -331,6 +336,9 @@ class GenFusionPipeline(VanillaPipeline):
             target = batch[REPAIRED_DEPTH_KEY].to(self.device)
             target = resize_nearest(target, *outputs["depth"].shape[:2])
             covered = (outputs["accumulation"] > 0.5) & (target > 0)
+            if "mask" in batch:  # repaired_pixels 'unobserved': only the pixels no training photo sees
+                covered = covered & (resize_nearest(batch["mask"].float().to(self.device),
+                                                    *outputs["depth"].shape[:2]) > 0.5)
             # the frame weight scales the depth term too (batch[LOSS_WEIGHT_KEY] = schedule weight * frame weight)
             losses["depth_loss"] = batch[LOSS_WEIGHT_KEY] * cfg.repaired_depth_weight * \
                 scale_shift_invariant_depth_loss(outputs["depth"], target, covered)
@@ -445,7 +453,9 @@ class GenFusionPipeline(VanillaPipeline):
         (``keep_confirmed_render``). The check judges the model's own output, before that."""
         cfg = self.config
         check = cfg.repaired_frame_check != "off"
-        if not (check or cfg.keep_confirmed_render) or views.input_rgb is None or views.input_depth is None:
+        unobserved = cfg.repaired_pixels == "unobserved"
+        if not (check or cfg.keep_confirmed_render or unobserved) or views.input_rgb is None \
+                or views.input_depth is None:
             return
         settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
                                            min_valid_fraction=cfg.repaired_frame_min_valid_fraction,
@@ -468,6 +478,14 @@ class GenFusionPipeline(VanillaPipeline):
                 entry["render_kept_fraction"] = round(fraction, 4)
             CONSOLE.print(f"GenFusion: round {views.round_index} keeps the render where the training photos confirm "
                           f"it: {100 * sum(fractions) / max(len(fractions), 1):.1f} % of the repaired pixels.",
+                          highlight=False)
+        if unobserved:
+            views.loss_masks = ~agreement.observed_pixels(warps, views.depth.shape)
+            fractions = views.loss_masks.double().mean(dim=(1, 2)).tolist()
+            for entry, fraction in zip(views.checks or [], fractions):
+                entry["trained_fraction"] = round(fraction, 4)
+            CONSOLE.print(f"GenFusion: round {views.round_index} trains on the pixels no training photo sees: "
+                          f"{100 * sum(fractions) / max(len(fractions), 1):.1f} % of the repaired pixels.",
                           highlight=False)
 
     def _judge_frames(self, views: RepairedViews, verdicts: List[agreement.FrameVerdict]) -> None:

@@ -25,7 +25,9 @@ class RepairedViews:
     ``input_depth`` (float32, optional, in memory only) the render's z-depth, which the training-view check warps
     with. ``weights`` (float32 ``[N]``, optional: all 1) scales each frame's repaired-view loss, 0 = never trained
     on; ``checks`` holds what the check (``genfusion_ns/fusion/agreement.py``) decided per frame. Both are written
-    to the manifest; folders written before they existed load with ``weights`` / ``checks`` None."""
+    to the manifest; folders written before they existed load with ``weights`` / ``checks`` None. ``loss_masks``
+    (bool ``[N,H,W]``, optional: every pixel) marks the pixels each frame is trained on (``mask_XXXX.png``, white =
+    trained on; nerfstudio's ``batch["mask"]``)."""
 
     camera_to_worlds: torch.Tensor
     fx: torch.Tensor
@@ -40,6 +42,7 @@ class RepairedViews:
     input_depth: torch.Tensor | None = None
     weights: torch.Tensor | None = None
     checks: Optional[List[Dict[str, object]]] = None
+    loss_masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.camera_to_worlds.shape[0])
@@ -103,6 +106,9 @@ class RepairedViews:
             Image.fromarray(self.input_rgb[i].cpu().numpy()).save(folder / frame["input"])
         if self.weights is not None:
             frame["weight"] = float(self.weights[i])
+        if self.loss_masks is not None:
+            frame["mask"] = f"mask_{i:04d}.png"
+            Image.fromarray(self.loss_masks[i].cpu().numpy().astype(np.uint8) * 255).save(folder / frame["mask"])
         if self.checks is not None:
             frame["check"] = self.checks[i]
         return frame
@@ -141,6 +147,12 @@ class RepairedViews:
                 np.stack([np.asarray(Image.open(folder / f["input"]).convert("RGB")) for f in frames]))
         weights = column("weight") if all("weight" in f for f in frames) else None  # older rounds: no weights
         checks = [f["check"] for f in frames] if all("check" in f for f in frames) else None
+        loss_masks = None
+        if all("mask" in f for f in frames):
+            loss_masks = torch.from_numpy(np.stack([np.asarray(Image.open(folder / f["mask"]).convert("L")) > 127
+                                                    for f in frames]))
+            if loss_masks.shape != depth.shape:
+                raise ValueError(f"loss masks {tuple(loss_masks.shape)} and depth maps {depth.shape} differ in size")
         if weights is not None and not bool(torch.isfinite(weights).all() and (weights >= 0).all()):
             raise ValueError("the manifest's frame weights must be finite and >= 0")
         return cls(
@@ -148,5 +160,5 @@ class RepairedViews:
             fx=column("fx"), fy=column("fy"), cx=column("cx"), cy=column("cy"),
             rgb=torch.from_numpy(rgb), depth=torch.from_numpy(depth.astype(np.float32)),
             round_index=int(manifest["round"]), step=int(manifest["step"]), input_rgb=input_rgb,
-            weights=weights, checks=checks,
+            weights=weights, checks=checks, loss_masks=loss_masks,
         )

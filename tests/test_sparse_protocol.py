@@ -32,10 +32,10 @@ def _snapshot(folder):
 
 
 def _kept_points(folder):
-    import open3d as o3d
+    from genfusion_ns.point_clouds import read_point_cloud
 
     meta = json.loads((folder / "transforms.json").read_text())
-    return np.asarray(o3d.io.read_point_cloud(str(folder / meta["ply_file_path"])).points)
+    return read_point_cloud(folder / meta["ply_file_path"]).points
 
 
 def _two_camera_dataset(root, with_depth=True, camera_model="OPENCV"):

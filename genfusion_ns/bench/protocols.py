@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from genfusion_ns.bench.config import BenchError
+from genfusion_ns.point_clouds import read_point_cloud
 
 PROTOCOL_PATTERN = re.compile(r"^(sparse|masked)-([1-9][0-9]*)$|^dense$")
 PARTIAL_SUFFIX = ".partial"
@@ -105,9 +106,7 @@ def _write(protocol: Protocol, source: Path, output: Path, seed: int, depth_tole
 
 
 def _count_points(ply: Path) -> int:
-    import open3d as o3d  # nerfstudio's own point-cloud reader
-
-    return len(o3d.io.read_point_cloud(str(ply)).points)
+    return len(read_point_cloud(ply))
 
 
 def _summarise(path: Path) -> PreparedDataset:

@@ -31,6 +31,7 @@ from PIL import Image
 from rich.markup import escape
 
 from genfusion_ns.errors import UserError
+from genfusion_ns.point_clouds import PointCloudError, read_point_cloud
 
 INTRINSICS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 """Per-camera values nerfstudio needs, either at the top level of transforms.json or in every frame."""
@@ -283,6 +284,25 @@ class ValidatedNerfstudio(Nerfstudio):
                 and self.config.points_without_ply == "stereo" and "points3D_xyz" not in outputs.metadata):
             outputs.metadata.update(_stereo_seed_points(outputs))
         return outputs
+
+    def _load_3D_points(self, ply_file_path: Path, transform_matrix: torch.Tensor, scale_factor: float
+                        ) -> dict[str, torch.Tensor] | None:
+        """nerfstudio's seed points from ``ply_file_path`` (same transform and scale), read with plyfile instead of
+        Open3D (``genfusion_ns/point_clouds.py``); points without colours get grey (nerfstudio would pass an
+        empty colour array). In inference mode (no file is checked, a checkpoint supplies the surfels) a missing or
+        unreadable file means no points, as with Open3D."""
+        try:
+            cloud = read_point_cloud(Path(ply_file_path))
+        except PointCloudError as error:
+            if not self._reads_files:
+                return None
+            raise DatasetError(str(error)) from error
+        if len(cloud) == 0:
+            return None
+        points = torch.from_numpy(cloud.points.astype(np.float32))
+        points = torch.cat((points, torch.ones_like(points[..., :1])), -1) @ transform_matrix.T
+        colors = cloud.colors if cloud.colors is not None else np.full((len(cloud), 3), 128, dtype=np.uint8)
+        return {"points3D_xyz": points * scale_factor, "points3D_rgb": torch.from_numpy(colors)}
 
     def _check_before_parsing(self, transforms: Path, meta: dict[str, Any]) -> None:
         """Files nerfstudio opens while parsing: seed points and (auto downscale) the first frame's image."""

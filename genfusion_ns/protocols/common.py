@@ -12,13 +12,15 @@ import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
+from genfusion_ns import point_clouds
 from genfusion_ns.errors import UserError
 from genfusion_ns.outputs import MARKER, staged_output_folder
+from genfusion_ns.point_clouds import PointCloud
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -134,22 +136,17 @@ def fresh_path(path: Path) -> Path:
     return path
 
 
-def read_point_cloud(source: Path, meta: dict) -> Any:
-    """The source's seed points (``ply_file_path``) as an Open3D point cloud, nerfstudio's own reader."""
-    import open3d as o3d
+def read_point_cloud(source: Path, meta: dict) -> PointCloud:
+    """The source's seed points (``ply_file_path``)."""
+    try:
+        return point_clouds.read_point_cloud(source / meta["ply_file_path"])
+    except point_clouds.PointCloudError as error:
+        raise ProtocolError(str(error)) from error
 
-    return o3d.io.read_point_cloud(str(source / meta["ply_file_path"]))
 
-
-def write_point_subset(cloud: Any, keep: np.ndarray, path: Path) -> None:
+def write_point_subset(cloud: PointCloud, keep: np.ndarray, path: Path) -> None:
     """Write the ``keep`` points of ``cloud`` (colours included) as a binary ply at ``path``."""
-    import open3d as o3d
-
-    filtered = o3d.geometry.PointCloud()
-    filtered.points = o3d.utility.Vector3dVector(np.asarray(cloud.points)[keep])
-    if cloud.has_colors():
-        filtered.colors = o3d.utility.Vector3dVector(np.asarray(cloud.colors)[keep])
-    o3d.io.write_point_cloud(str(fresh_path(path)), filtered, write_ascii=False)
+    point_clouds.write_point_cloud(cloud.subset(keep), fresh_path(path))
 
 
 def write_split_transforms(output: Path, meta: dict, frames: list[dict], train_files: list[str],

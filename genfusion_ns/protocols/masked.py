@@ -211,7 +211,7 @@ def _write_filtered_points(source: Path, output: Path, meta: dict, frames: list[
     if "ply_file_path" not in meta:
         return None
     cloud = common.read_point_cloud(source, meta)
-    keep = points_in_patches(np.asarray(cloud.points), meta, frames, patches)
+    keep = points_in_patches(cloud.points, meta, frames, patches)
     name = "masked_points.ply"
     common.write_point_subset(cloud, keep, output / name)
     return name

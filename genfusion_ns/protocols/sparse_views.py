@@ -307,7 +307,7 @@ def _write_sparse_dataset(config: SparseProtocolConfig, meta: dict, frames: list
         notes.append("the source has no ply_file_path: nerfstudio methods start from random points.")
     else:
         cloud = common.read_point_cloud(source, meta)
-        points = np.asarray(cloud.points)
+        points = cloud.points
         num_source = len(points)
         obstacle = None if config.filter_points else "disabled with --no-filter-points"
         obstacle = obstacle or restriction_obstacle(meta, frames)

@@ -49,7 +49,7 @@ def write_png_depth(path: Path, depth_m: np.ndarray) -> None:
 
 
 def write_ply(path: Path, xyz: np.ndarray, rgb_uint8: np.ndarray) -> None:
-    """ASCII PLY with float xyz and uchar colours (readable by open3d, which nerfstudio uses)."""
+    """ASCII PLY with float xyz and uchar colours (what nerfstudio's COLMAP converter writes too)."""
     header = "\n".join([
         "ply", "format ascii 1.0", f"element vertex {len(xyz)}",
         "property float x", "property float y", "property float z",

@@ -166,6 +166,16 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Seed of trajectory phases and diffusion noise."""
 
 
+def _record_pixel_fraction(views: RepairedViews, pixels: torch.Tensor, key: str, what: str) -> None:
+    """Each frame's fraction of ``pixels`` ``[N,H,W]`` into its manifest ``check`` entry under ``key``, and the
+    round's mean in the log ("round N <what>: X % of the repaired pixels")."""
+    fractions = pixels.double().mean(dim=(1, 2)).tolist()
+    for entry, fraction in zip(views.checks or [], fractions):
+        entry[key] = round(fraction, 4)
+    CONSOLE.print(f"GenFusion: round {views.round_index} {what}: "
+                  f"{100 * sum(fractions) / max(len(fractions), 1):.1f} % of the repaired pixels.", highlight=False)
+
+
 class GenFusionPipeline(VanillaPipeline):
     config: GenFusionPipelineConfig
 
@@ -450,7 +460,8 @@ class GenFusionPipeline(VanillaPipeline):
         """Judge the round's frames against the training photos (``fusion/agreement.py``), set their weights (modes
         'training-views' and 'weigh'), record the decision in ``views.checks`` (written to the manifest) and in
         ``frame_checks`` (checkpoint state), and log it; then keep the render where the photos confirm it
-        (``keep_confirmed_render``). The check judges the model's own output, before that."""
+        (``keep_confirmed_render``) and mask out of training the pixels they see (``repaired_pixels``
+        'unobserved'). The check judges the model's own output, before that."""
         cfg = self.config
         check = cfg.repaired_frame_check != "off"
         unobserved = cfg.repaired_pixels == "unobserved"
@@ -473,20 +484,12 @@ class GenFusionPipeline(VanillaPipeline):
         if cfg.keep_confirmed_render:
             confirmed = agreement.confirmed_pixels(render, warps, cfg.confirmed_render_tolerance)
             views.use_renders(confirmed)
-            fractions = confirmed.double().mean(dim=(1, 2)).tolist()
-            for entry, fraction in zip(views.checks or [], fractions):
-                entry["render_kept_fraction"] = round(fraction, 4)
-            CONSOLE.print(f"GenFusion: round {views.round_index} keeps the render where the training photos confirm "
-                          f"it: {100 * sum(fractions) / max(len(fractions), 1):.1f} % of the repaired pixels.",
-                          highlight=False)
+            _record_pixel_fraction(views, confirmed, "render_kept_fraction",
+                                        "keeps the render where the training photos confirm it")
         if unobserved:
             views.loss_masks = ~agreement.observed_pixels(warps, views.depth.shape)
-            fractions = views.loss_masks.double().mean(dim=(1, 2)).tolist()
-            for entry, fraction in zip(views.checks or [], fractions):
-                entry["trained_fraction"] = round(fraction, 4)
-            CONSOLE.print(f"GenFusion: round {views.round_index} trains on the pixels no training photo sees: "
-                          f"{100 * sum(fractions) / max(len(fractions), 1):.1f} % of the repaired pixels.",
-                          highlight=False)
+            _record_pixel_fraction(views, views.loss_masks, "trained_fraction",
+                                        "trains on the pixels no training photo sees")
 
     def _judge_frames(self, views: RepairedViews, verdicts: List[agreement.FrameVerdict]) -> None:
         """Apply and record the frame check's verdicts (``repaired_frame_check``)."""

@@ -73,24 +73,10 @@ WHEELS: dict[str, tuple[str, ...]] = {
 def download(requirement: str, folder: Path) -> Path:
     """The wheel of ``requirement`` for the GPU machine's Python and platform (no dependencies)."""
     before = set(folder.glob("*.whl"))
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--python-version",
-        PYTHON,
-        "--implementation",
-        "cp",
-        "-d",
-        str(folder),
-        requirement,
-    ]
-    for platform in PLATFORMS:
-        command[-3:-3] = ["--platform", platform]
+    platforms = [argument for platform in PLATFORMS for argument in ("--platform", platform)]
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version", PYTHON, "--implementation", "cp", *platforms, "-d", str(folder),
+               requirement]
     subprocess.run(command, check=True)
     new = set(folder.glob("*.whl")) - before
     if len(new) != 1:

@@ -10,7 +10,7 @@ documentation and tests inside gsplat's CUDA sources, the model-specific diffuse
 client (the check trains without a viewer), tensorly's sample datasets. It ends with the size of the bundle
 next to the tree's and exits 1 when the two do not fit together.
 
-    python benchmarks/device_bundle.py --out .whl          # here, with pip and the package index
+    python benchmarks/device_bundle.py --out .whl     # here, with the package index (--overwrite: redo)
     # there (a device run carrying .whl; the report is copied under $OUT):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl \\
       && python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . \\
@@ -28,7 +28,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from genfusion_ns.outputs import OutputFolderError, prepare_output_folder
+
 ROOT = Path(__file__).resolve().parents[1]
+COMMAND = "benchmarks/device_bundle.py"
 LIMIT_MIB = 64.0
 """What one device call may send: the working tree plus the carried paths."""
 
@@ -141,10 +144,14 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=ROOT / ".whl", help="folder for the wheels (git-ignored)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier bundle written by this script")
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    for old in args.out.glob("*.whl"):
-        old.unlink()
+    try:  # the project's output-folder policy: never clear a folder this script did not write
+        prepare_output_folder(args.out, args.overwrite, COMMAND, flag="--out")
+    except OutputFolderError as error:
+        print(f"device_bundle.py: error: {error}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as scratch:
         for requirement, prefixes in WHEELS.items():
             wheel = download(requirement, Path(scratch))

@@ -31,7 +31,8 @@ def test_slimmed_wheel_installs_without_the_left_out_files(tmp_path):
         "demo/pipelines/other/__init__.py": "",
         "demo/pipelines/keep/__init__.py": "KEPT = True\n",
         "demo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
-        "demo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "demo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                    "Tag: py3-none-any\n",
     }
     source = tmp_path / "src" / "demo-1.0-py3-none-any.whl"
     source.parent.mkdir()
@@ -57,3 +58,16 @@ def test_every_bundled_requirement_is_pinned():
     module = bundle()
     assert all("==" in requirement for requirement in module.WHEELS)
     assert "nerfstudio==1.1.5" in module.WHEELS and "gsplat==1.4.0" in module.WHEELS
+
+
+def test_a_folder_the_script_did_not_write_is_left_alone(tmp_path, monkeypatch, capsys):
+    module = bundle()
+    mine = tmp_path / "wheels"
+    mine.mkdir()
+    (mine / "my-1.0-py3-none-any.whl").write_bytes(b"the user's own wheel")
+    monkeypatch.setattr(module, "download", lambda *args: (_ for _ in ()).throw(AssertionError("downloaded")))
+    for extra in ([], ["--overwrite"]):
+        monkeypatch.setattr(sys, "argv", ["device_bundle.py", "--out", str(mine), *extra])
+        assert module.main() == 2
+        assert "was not written by benchmarks/device_bundle.py" in capsys.readouterr().err
+    assert (mine / "my-1.0-py3-none-any.whl").read_bytes() == b"the user's own wheel"

@@ -147,6 +147,15 @@ def test_a_bad_camera_path_fails_at_start_up(content, tiny_scene, tmp_path):
         config.setup(device="cpu", test_mode="val")
 
 
+@pytest.mark.parametrize("field", ["lambda_reg", "crop_lambda_reg"])
+def test_a_negative_repaired_view_weight_fails_at_start_up(field, tiny_scene, tmp_path):
+    from genfusion_ns.fusion.pipeline import FusionSettingsError
+
+    config = fusion_config(tiny_scene, tmp_path / "runs", **{field: -0.5}).pipeline
+    with pytest.raises(FusionSettingsError, match=field.replace("_", "-")):
+        config.setup(device="cpu", test_mode="val")
+
+
 def test_a_schedule_without_rounds_says_so(tiny_scene, tmp_path, capsys):
     config = fusion_config(tiny_scene, tmp_path / "runs", steps=4, fusion_start=10)
     set_up(config)

@@ -190,6 +190,28 @@ def test_repair_strength_moves_linearly_to_the_last_rounds():
     assert strengths(1.0) == [0.5, 0.75, 1.0]
 
 
+def test_the_crop_trajectory_has_its_own_repaired_view_weight():
+    from genfusion_ns.fusion.pipeline import GenFusionPipelineConfig
+
+    def peak(**fields):
+        return GenFusionPipelineConfig(**fields).repaired_view_peak_weight()
+
+    assert peak(trajectory="crop", lambda_reg=1.0) == 0.5  # the authors' masked recipe
+    assert peak(trajectory="crop", lambda_reg=1.0, crop_lambda_reg=0.25) == 0.25
+    assert peak(trajectory="crop", lambda_reg=0.8, crop_lambda_reg=None) == 0.8
+    assert peak(trajectory="sparse", lambda_reg=1.0, crop_lambda_reg=0.25) == 1.0
+    assert peak(trajectory="auto", lambda_reg=0.7) == 0.7
+
+
+def test_change_sigma_reaches_the_video_model_only_when_set():
+    from genfusion_ns.fusion.repair import RepairSettings
+
+    assert "change_sigma" not in RepairSettings().sampling_kwargs()  # models without residual decoding never see it
+    assert RepairSettings(change_sigma=3.0).sampling_kwargs()["change_sigma"] == 3.0
+    with pytest.raises(ValueError, match="repair-change-sigma"):
+        RepairSettings(change_sigma=-1.0).validate()
+
+
 def test_benchmark_overrides_set_typed_fields_and_refuse_unknown_ones():
     from types import SimpleNamespace
 

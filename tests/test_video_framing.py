@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genfusion_ns.fusion.video_model import load_video_pipeline
-from genfusion_ns.video.clips import clip_outputs, prepare_clips
+from genfusion_ns.video.clips import clip_outputs, prepare_clips, smooth_change
 from genfusion_ns.video.framing import EMPTY_CODE, Letterbox
 from genfusion_ns.video.preprocess import pack_rgbd
 
@@ -70,3 +70,38 @@ def test_repair_of_non_square_frames_returns_their_size(size):
                output_type="pt")
     assert tuple(out.rgb.shape) == (3, *size, 3) and tuple(out.depth.shape) == (3, *size)
     assert torch.isfinite(out.rgb).all() and torch.isfinite(out.depth).all()
+
+
+def test_smoothed_change_keeps_its_low_frequencies_and_drops_speckle():
+    generator = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(-0.5, 0.5, 32).view(1, 1, 1, 32).expand(4, 2, 24, 32)
+    speckle = 0.3 * torch.randn(4, 2, 24, 32, generator=generator)
+    smoothed = smooth_change(ramp + speckle, sigma=2.0)
+    assert smoothed.shape == ramp.shape
+    assert (smoothed - ramp).abs().mean() < 0.3 * speckle.abs().mean()  # speckle mostly gone
+    constant = torch.full((4, 1, 10, 10), 0.25)
+    assert torch.allclose(smooth_change(constant, 3.0), constant, atol=1e-6)  # a flat change stays (reflected edges)
+    assert torch.equal(smooth_change(speckle, 0.0), speckle)
+
+
+def test_residual_output_adds_the_smoothed_change():
+    rgb = torch.rand(2, 16, 16, 3, generator=torch.Generator().manual_seed(1))
+    depth = torch.full((2, 16, 16), 2.0)
+    (clip,) = prepare_clips(rgb, depth, length=2, height=16, width=16)
+    decoded = pack_rgbd(clip.rgb_code, clip.depth_code)
+    change = torch.zeros_like(decoded)
+    change[:3, :, ::2, ::2] = 0.4  # a checkerboard-like speckle with mean 0.1
+    sharp, _, _ = clip_outputs(decoded + change, clip, unchanged=decoded)
+    smooth, _, _ = clip_outputs(decoded + change, clip, unchanged=decoded, change_sigma=2.0)
+    # in colour units the change is half the code: speckle of 0.2 (mean 0.05) becomes nearly flat 0.05
+    assert (sharp - rgb).std() > 0.08
+    assert (smooth - rgb).clamp(-1, 1)[:, 4:12, 4:12].std() < 0.02
+    with pytest.raises(ValueError, match="residual"):
+        clip_outputs(decoded, clip, change_sigma=1.0)
+
+
+def test_pipeline_refuses_change_smoothing_without_residual_decoding():
+    pipe = load_video_pipeline("random-tiny", "cpu")
+    rgb = torch.rand(2, 16, 16, 3)
+    with pytest.raises(ValueError, match="residual decoding"):
+        pipe(rgb, torch.ones(2, 16, 16), rgb[0], num_inference_steps=1, timestep_spacing="leading", change_sigma=2.0)

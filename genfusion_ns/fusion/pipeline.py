@@ -103,6 +103,10 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Keep earlier rounds' repaired views (the authors replace them every round)."""
     lambda_reg: float = 1.0
     """Peak weight of the repaired-view loss (sine schedule between fusion_start and fusion_until)."""
+    crop_lambda_reg: Optional[float] = 0.5
+    """lambda_reg when the trajectory is 'crop' (frames at the training poses, for masked / narrow field-of-view input,
+    where the photos already supervise part of every repaired frame): the authors' masked recipe uses 0.5 where their
+    sparse-view recipe uses 1. None: lambda_reg for every trajectory."""
     repaired_views_per_step: int = 1
     """Repaired views rendered per training step, next to the one real view."""
     repaired_every: int = 1
@@ -156,6 +160,11 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     repair_strength_last: Optional[float] = None
     """Strength of the run's last round; the rounds between interpolate linearly from repair_strength (None: every
     round uses repair_strength). Later rounds get better renders, which a weaker repair changes less."""
+    repair_change_sigma: float = 0.0
+    """Smooth the video model's change to each render by a Gaussian of this many pixels (model resolution) before
+    training on it: the change's low frequencies (colour, what fills empty regions) carry what the model knows, its
+    high frequencies on an unseen scene are mostly its training textures' speckle. Needs a model that decodes
+    residually (the shipped one does); 0: the change as it is (the authors)."""
     keep_video_model_on_device: bool = False
     """Keep the video model on the GPU between rounds (faster, but holds its memory during reconstruction)."""
     compile_video_unet: bool = False
@@ -164,6 +173,12 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     Needs a C++ toolchain and TORCHDYNAMO_DISABLE unset; ignored on CPU."""
     seed: int = 0
     """Seed of trajectory phases and diffusion noise."""
+
+    def repaired_view_peak_weight(self) -> float:
+        """``crop_lambda_reg`` with the 'crop' trajectory (when set), else ``lambda_reg``."""
+        if self.crop_lambda_reg is not None and self.trajectory == "crop":
+            return self.crop_lambda_reg
+        return self.lambda_reg
 
 
 def _record_pixel_fraction(views: RepairedViews, pixels: torch.Tensor, key: str, what: str) -> None:
@@ -196,7 +211,7 @@ class GenFusionPipeline(VanillaPipeline):
         self.repair_settings = RepairSettings(
             num_inference_steps=config.num_inference_steps, timestep_spacing=config.timestep_spacing,
             guidance_scale=config.guidance_scale, guidance_rescale=config.guidance_rescale,
-            strength=config.repair_strength, seed=config.seed)
+            strength=config.repair_strength, change_sigma=config.repair_change_sigma, seed=config.seed)
         self._generator = torch.Generator().manual_seed(self.repair_settings.seed)
         self.in_repair_round = False  # read by the trainer's Ctrl+C handler: a round is abandoned, not waited for
         self.round_interrupted = False
@@ -246,6 +261,9 @@ class GenFusionPipeline(VanillaPipeline):
         if not cfg.walk_sway >= 0.0:
             raise FusionSettingsError(f"--pipeline.walk-sway must be >= 0 (a fraction of the training cameras' "
                                       f"spacing), got {cfg.walk_sway}.")
+        for flag, value in (("lambda-reg", cfg.lambda_reg), ("crop-lambda-reg", cfg.crop_lambda_reg)):
+            if value is not None and not value >= 0.0:
+                raise FusionSettingsError(f"--pipeline.{flag} is a loss weight and must be >= 0, got {value}.")
         if cfg.repaired_every < 1 or cfg.repaired_views_per_step < 1:
             raise FusionSettingsError(f"--pipeline.repaired-every ({cfg.repaired_every}) and "
                                       f"--pipeline.repaired-views-per-step ({cfg.repaired_views_per_step}) must "
@@ -329,7 +347,7 @@ class GenFusionPipeline(VanillaPipeline):
 
     def _repaired_losses(self, step: int) -> Dict[str, torch.Tensor]:
         cfg = self.config
-        weight = self.schedule.weight(step, cfg.lambda_reg) if self.schedule is not None else 0.0
+        weight = self.schedule.weight(step, cfg.repaired_view_peak_weight()) if self.schedule is not None else 0.0
         if weight <= 0.0 or not self.datamanager.repaired_indices or step % cfg.repaired_every:
             return {}
         totals: Dict[str, torch.Tensor] = {}

@@ -36,6 +36,9 @@ class RepairSettings:
     guidance_rescale: float = 0.7
     strength: float = 1.0
     """1: from pure noise. Below 1: from the render's latent noised to that fraction of the schedule (SDEdit)."""
+    change_sigma: float = 0.0
+    """Models that decode residually: blur their change to the render by a Gaussian of this many pixels (model
+    resolution), keeping what they change at low frequencies only. 0: the change as it is."""
     seed: int = 0
 
     def validate(self) -> None:
@@ -53,12 +56,18 @@ class RepairSettings:
             raise ValueError(f"--pipeline.repair-strength must be in (0, 1], got {self.strength}.")
         if self.guidance_scale < 0:
             raise ValueError(f"--pipeline.guidance-scale must be >= 0, got {self.guidance_scale}.")
+        if self.change_sigma < 0:
+            raise ValueError(f"--pipeline.repair-change-sigma must be >= 0, got {self.change_sigma}.")
 
     def sampling_kwargs(self) -> dict:
-        """Keyword arguments of the video pipeline's ``__call__``."""
-        return {"num_inference_steps": self.num_inference_steps, "timestep_spacing": self.timestep_spacing,
-                "guidance_scale": self.guidance_scale, "guidance_rescale": self.guidance_rescale,
-                "strength": self.strength}
+        """Keyword arguments of the video pipeline's ``__call__`` (``change_sigma`` only when set, so models that
+        do not decode residually never see it)."""
+        kwargs = {"num_inference_steps": self.num_inference_steps, "timestep_spacing": self.timestep_spacing,
+                  "guidance_scale": self.guidance_scale, "guidance_rescale": self.guidance_rescale,
+                  "strength": self.strength}
+        if self.change_sigma > 0:
+            kwargs["change_sigma"] = self.change_sigma
+        return kwargs
 
 
 @dataclass

@@ -134,23 +134,48 @@ def prepare_clips(
     return clips
 
 
+def smooth_change(change: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``change`` ``[C, F, h, w]`` blurred over ``h, w`` by a Gaussian of ``sigma`` pixels (reflected at the edges).
+
+    A small model's change to a render it has never seen is information at low frequencies (colour, shading, what
+    fills an empty region) and mostly noise at high ones (its training textures' speckle): keeping only the former
+    makes the repaired frame closer to the truth (docs/benchmarks.md, "Smoothing the model's change")."""
+    if sigma <= 0:
+        return change
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    radius = min(radius, (min(change.shape[-2:]) - 1))
+    if radius < 1:
+        return change
+    offsets = torch.arange(-radius, radius + 1, dtype=change.dtype, device=change.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels, frames, height, width = change.shape
+    planes = change.reshape(channels * frames, 1, height, width)
+    planes = F.conv2d(F.pad(planes, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    planes = F.conv2d(F.pad(planes, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return planes.reshape(channels, frames, height, width)
+
+
 def clip_outputs(
-    decoded: torch.Tensor, clip: PreparedClip, unchanged: torch.Tensor | None = None
+    decoded: torch.Tensor, clip: PreparedClip, unchanged: torch.Tensor | None = None, change_sigma: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """RGB and metric depth (input size), disparity code (the model-resolution window) of a clip's new frames.
 
     ``decoded`` is the decoded repaired latent ``[4, F, h, w]``. With ``unchanged`` (the decode of the clip's own
     input latent) the output is residual: the input frames at their own size plus the model's change
-    ``decoded - unchanged`` resized to it, so a weak VAE's blur never replaces the render's detail.
+    ``decoded - unchanged`` resized to it, so a weak VAE's blur never replaces the render's detail; ``change_sigma``
+    (model pixels) keeps only the change's low frequencies (:func:`smooth_change`).
     """
     keep = slice(clip.first_new - clip.start, clip.num_valid)
     window = clip.letterbox.crop(decoded[:, keep])
     height, width = clip.letterbox.in_height, clip.letterbox.in_width
     if unchanged is None:
+        if change_sigma > 0:
+            raise ValueError("change_sigma smooths the model's change to the render: it needs residual decoding")
         code = window[3].clamp(-1.0, 1.0)
         rgb = rgb_from_model(window[:3], height, width)
         return rgb, disparity_code_to_depth(code, clip.disparity_range, height, width), code
-    change = window - clip.letterbox.crop(unchanged[:, keep])
+    change = smooth_change(window - clip.letterbox.crop(unchanged[:, keep]), change_sigma)
     model_code = (clip.letterbox.crop(pack_rgbd(clip.rgb_code, clip.depth_code)[:, keep]).to(change)
                   + change)[3].clamp(-1.0, 1.0)
     if change.shape[-2:] != (height, width):

@@ -222,6 +222,7 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, FastPathMixin, Diffu
         return_dict: bool = True,
         strength: float = 1.0,
         residual_decode: bool | None = None,
+        change_sigma: float = 0.0,
     ) -> GenFusionVideoPipelineOutput | tuple:
         """Repair a rendered RGB-D video.
 
@@ -260,6 +261,8 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, FastPathMixin, Diffu
             residual_decode: output = input + decode(repaired latent) - decode(input latent), the change resized to
                 the input size, so the model's change is added to the render instead of replacing it by a VAE
                 reconstruction (keeps detail a weak VAE or a downscale would blur). ``None``: the model's ``residual_decode`` setting (off for the authors' model).
+            change_sigma: with residual decoding, blur the model's change by a Gaussian of this many pixels (model
+                resolution) before adding it, keeping its low frequencies only; 0 (default) adds it as it is.
         """
         rgb = as_float_tensor("artifact_rgb", artifact_rgb)
         depth = as_float_tensor("artifact_depth", artifact_depth)
@@ -270,6 +273,10 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, FastPathMixin, Diffu
                 "condition_noise is only used to encode the condition; drop it with condition_latents"
             )
 
+        residual = self.config.residual_decode if residual_decode is None else residual_decode
+        if change_sigma < 0 or (change_sigma > 0 and not residual):
+            raise ValueError(f"change_sigma ({change_sigma}) must be >= 0 and needs residual decoding (the model "
+                             "decodes its output alone otherwise): pass residual_decode=True or change_sigma=0")
         scheduler = self.sampling_scheduler(num_inference_steps, timestep_spacing, strength)
         height, width = self.config.height, self.config.width
         reference_code = rgb_to_model(reference[None], height, width)[:, 0]
@@ -309,10 +316,10 @@ class GenFusionVideoPipeline(EncodingMixin, DenoisingMixin, FastPathMixin, Diffu
             if output_type != "latent":
                 decoded = self.decode_latents(final, chunk_size=vae_chunk_size)
                 unchanged = None
-                if self.config.residual_decode if residual_decode is None else residual_decode:
+                if residual:
                     unchanged = self.decode_latents(condition, chunk_size=vae_chunk_size)
                 for frames, value in zip(
-                    (rgb_frames, depth_frames, code_frames), clip_outputs(decoded, clip, unchanged)
+                    (rgb_frames, depth_frames, code_frames), clip_outputs(decoded, clip, unchanged, change_sigma)
                 ):
                     frames.append(value)
 

@@ -420,3 +420,37 @@ def test_a_fractional_frame_weight_scales_every_repaired_loss_term_including_dep
     assert float(full["repaired_depth_loss"]) > 1e-4
     assert float(quarter["repaired_main_loss"]) == pytest.approx(0.25)
     assert float(quarter["repaired_depth_loss"]) == pytest.approx(0.25 * float(full["repaired_depth_loss"]))
+
+
+def test_covered_weight_keeps_full_weight_where_the_render_was_empty(tiny_scene, tmp_path):
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+    from genfusion_ns.method_configs import fusion_datamanager
+
+    novel, train = camera(), camera((0.5, 0.0, 0.0))
+    truth, depth = ray_cast(novel)
+    render_depth = depth.clone()
+    render_depth[:, : W // 3] = 0.0  # the render showed nothing in the left third
+    to_bytes = lambda image: (image * 255).round().to(torch.uint8)  # noqa: E731
+    views = RepairedViews(camera_to_worlds=novel.camera_to_world[None].clone(), fx=torch.tensor([F]),
+                          fy=torch.tensor([F]), cx=torch.tensor([W / 2]), cy=torch.tensor([H / 2]),
+                          rgb=to_bytes(truth)[None], depth=depth[None].clone(), round_index=0, step=100,
+                          input_rgb=to_bytes(truth)[None], input_depth=render_depth[None])
+    real = SimpleNamespace(camera_to_worlds=train.camera_to_world[None], fx=torch.tensor([[F]]),
+                           fy=torch.tensor([[F]]), cx=torch.tensor([[W / 2]]), cy=torch.tensor([[H / 2]]))
+    fake = pipeline_double(GenFusionPipelineConfig(repaired_frame_check="off", repaired_covered_weight=0.25), train)
+    GenFusionPipeline._check_repaired_frames(fake, views, real)
+    weights = views.loss_masks[0]
+    assert torch.all(weights[:, : W // 3] == 1.0) and torch.all(weights[:, W // 3 :] == 0.25)
+    config = fusion_datamanager()
+    config.data = tiny_scene
+    dm = config.setup(device="cpu")
+    images, depths = views.save(tmp_path / "r0", dm.scene_to_file_depth)
+    back = RepairedViews.load(tmp_path / "r0")
+    assert torch.allclose(back.loss_masks, views.loss_masks, atol=1 / 255)  # fractional weights survive the folder
+    dm.add_repaired_views(back, images, depths)
+    _, batch = dm.next_repaired(0)
+    assert torch.allclose(batch["mask"][..., 0], weights, atol=1 / 255)
+    off = pipeline_double(GenFusionPipelineConfig(repaired_frame_check="off"), train)
+    views.loss_masks = None
+    GenFusionPipeline._check_repaired_frames(off, views, real)
+    assert views.loss_masks is None  # weight 1 (the default): every pixel alike, no mask at all

@@ -150,8 +150,8 @@ class GenFusionDatamanager(FullImageDatamanager[OptionalDepthDataset]):
                 IS_REPAIRED_KEY: True,
                 REPAIRED_WEIGHT_KEY: float(weights[i]),
             }
-            if views.loss_masks is not None:  # nerfstudio's mask key: the model trains only where it is set
-                entry["mask"] = views.loss_masks[i][..., None].to(torch.bool)
+            if views.loss_masks is not None:  # nerfstudio's mask key, here a per-pixel weight in [0, 1]
+                entry["mask"] = views.loss_masks[i][..., None].float()
             self.cached_train.append(entry)
         self.train_cameras = dataset.cameras.to(self.device)
         self._repaired_unseen = []

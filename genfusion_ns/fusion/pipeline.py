@@ -127,6 +127,11 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     that none of the nearest training photos sees (warped through the rendered depth, as the frame check does:
     in front of the photo's camera, inside its image and mask, not occluded), colour and depth alike; where a photo
     sees the surface, the photo alone supervises it, and the video model only fills what no photo shows."""
+    repaired_covered_weight: float = 1.0
+    """Weight of the repaired-frame pixels where the render already showed a surface, relative to the pixels it left
+    empty (colour; the depth term keeps every pixel with a weight above 0). Where the render is empty the model's fill
+    can only add; where it shows a surface the model's change competes with the photos. 1: every pixel alike (the
+    authors)."""
     repaired_frame_check: agreement.CheckMode = "measure"
     """Trust in each repaired frame, from training data only (fusion/agreement.py): each frame is compared with the
     nearest training photos warped into it through the rendered depth, by PSNR(repair, photos) - PSNR(render,
@@ -261,6 +266,9 @@ class GenFusionPipeline(VanillaPipeline):
         if not cfg.walk_sway >= 0.0:
             raise FusionSettingsError(f"--pipeline.walk-sway must be >= 0 (a fraction of the training cameras' "
                                       f"spacing), got {cfg.walk_sway}.")
+        if not 0.0 <= cfg.repaired_covered_weight <= 1.0:
+            raise FusionSettingsError(f"--pipeline.repaired-covered-weight must be in [0, 1] (relative to the empty "
+                                      f"pixels' 1), got {cfg.repaired_covered_weight}.")
         for flag, value in (("lambda-reg", cfg.lambda_reg), ("crop-lambda-reg", cfg.crop_lambda_reg)):
             if value is not None and not value >= 0.0:
                 raise FusionSettingsError(f"--pipeline.{flag} is a loss weight and must be >= 0, got {value}.")
@@ -364,9 +372,9 @@ class GenFusionPipeline(VanillaPipeline):
             target = batch[REPAIRED_DEPTH_KEY].to(self.device)
             target = resize_nearest(target, *outputs["depth"].shape[:2])
             covered = (outputs["accumulation"] > 0.5) & (target > 0)
-            if "mask" in batch:  # repaired_pixels 'unobserved': only the pixels no training photo sees
+            if "mask" in batch:  # per-pixel weights (repaired_pixels, repaired_covered_weight): depth where > 0
                 covered = covered & (resize_nearest(batch["mask"].float().to(self.device),
-                                                    *outputs["depth"].shape[:2]) > 0.5)
+                                                    *outputs["depth"].shape[:2]) > 0)
             # the frame weight scales the depth term too (batch[LOSS_WEIGHT_KEY] = schedule weight * frame weight)
             losses["depth_loss"] = batch[LOSS_WEIGHT_KEY] * cfg.repaired_depth_weight * \
                 scale_shift_invariant_depth_loss(outputs["depth"], target, covered)
@@ -483,7 +491,8 @@ class GenFusionPipeline(VanillaPipeline):
         cfg = self.config
         check = cfg.repaired_frame_check != "off"
         unobserved = cfg.repaired_pixels == "unobserved"
-        if not (check or cfg.keep_confirmed_render or unobserved) or views.input_rgb is None \
+        weigh_covered = cfg.repaired_covered_weight < 1.0
+        if not (check or cfg.keep_confirmed_render or unobserved or weigh_covered) or views.input_rgb is None \
                 or views.input_depth is None:
             return
         settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
@@ -508,6 +517,11 @@ class GenFusionPipeline(VanillaPipeline):
             views.loss_masks = ~agreement.observed_pixels(warps, views.depth.shape)
             _record_pixel_fraction(views, views.loss_masks, "trained_fraction",
                                         "trains on the pixels no training photo sees")
+        if weigh_covered:
+            empty = views.input_depth <= 0
+            weights = torch.where(empty, 1.0, cfg.repaired_covered_weight)
+            views.loss_masks = weights if views.loss_masks is None else views.loss_masks.float() * weights
+            _record_pixel_fraction(views, empty, "empty_fraction", "weighs fully the pixels the render left empty")
 
     def _judge_frames(self, views: RepairedViews, verdicts: List[agreement.FrameVerdict]) -> None:
         """Apply and record the frame check's verdicts (``repaired_frame_check``)."""

@@ -26,8 +26,8 @@ class RepairedViews:
     with. ``weights`` (float32 ``[N]``, optional: all 1) scales each frame's repaired-view loss, 0 = never trained
     on; ``checks`` holds what the check (``genfusion_ns/fusion/agreement.py``) decided per frame. Both are written
     to the manifest; folders written before they existed load with ``weights`` / ``checks`` None. ``loss_masks``
-    (bool ``[N,H,W]``, optional: every pixel) marks the pixels each frame is trained on (``mask_XXXX.png``, white =
-    trained on; nerfstudio's ``batch["mask"]``)."""
+    (bool or float in [0, 1] ``[N,H,W]``, optional: every pixel at 1) weighs each frame's pixels in its loss
+    (``mask_XXXX.png``, 8-bit grey, white = 1; nerfstudio's ``batch["mask"]``); it loads as float32."""
 
     camera_to_worlds: torch.Tensor
     fx: torch.Tensor
@@ -108,7 +108,8 @@ class RepairedViews:
             frame["weight"] = float(self.weights[i])
         if self.loss_masks is not None:
             frame["mask"] = f"mask_{i:04d}.png"
-            Image.fromarray(self.loss_masks[i].cpu().numpy().astype(np.uint8) * 255).save(folder / frame["mask"])
+            weights = self.loss_masks[i].float().clamp(0.0, 1.0).cpu().numpy()
+            Image.fromarray(np.round(weights * 255.0).astype(np.uint8)).save(folder / frame["mask"])
         if self.checks is not None:
             frame["check"] = self.checks[i]
         return frame
@@ -149,8 +150,8 @@ class RepairedViews:
         checks = [f["check"] for f in frames] if all("check" in f for f in frames) else None
         loss_masks = None
         if all("mask" in f for f in frames):
-            loss_masks = torch.from_numpy(np.stack([np.asarray(Image.open(folder / f["mask"]).convert("L")) > 127
-                                                    for f in frames]))
+            loss_masks = torch.from_numpy(np.stack([np.asarray(Image.open(folder / f["mask"]).convert("L"))
+                                                    for f in frames]).astype(np.float32) / 255.0)
             if loss_masks.shape != depth.shape:
                 raise ValueError(f"loss masks {tuple(loss_masks.shape)} and depth maps {depth.shape} differ in size")
         if weights is not None and not bool(torch.isfinite(weights).all() and (weights >= 0).all()):

@@ -249,10 +249,11 @@ def test_ctrl_c_during_a_round_saves_a_checkpoint_and_leaves_no_half_round(tiny_
     monkeypatch.setattr(repair, "render_rgbd", interrupted_render)
     config = fusion_config(tiny_scene, tmp_path / "runs")
     trainer = set_up(config)
+    handler_before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN under nohup
     with pytest.raises(UserExit) as stopped:
         trainer.train()
     assert stopped.value.code == 130
     assert [p.name for p in config.get_checkpoint_dir().glob("*.ckpt")] == ["step-000000005.ckpt"]
     repaired = config.get_base_dir() / "genfusion_repaired"
     assert not repaired.exists() or not list(repaired.iterdir())
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the trainer's Ctrl+C handler is gone again

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from genfusion_ns.protocols.common import project_points
 from genfusion_ns.scenes import render_scene_views
 
 
@@ -72,15 +73,11 @@ def observed_mask(index: int, depth: np.ndarray, poses: np.ndarray, meta: dict,
     v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
     z = depth[index]
     points_cam = np.stack([(u - cx) / fx * z, -(v - cy) / fy * z, -z, np.ones_like(z)], axis=-1).reshape(-1, 4)
-    points_world = points_cam @ poses[index].T
+    points_world = (points_cam @ poses[index].T)[:, :3]
     seen = np.zeros(h * w, dtype=bool)
     for train_index, (px, py, pw, ph) in patches.items():
-        cam = (points_world @ np.linalg.inv(poses[train_index]).T)[:, :3]
-        zt = -cam[:, 2]
-        valid = zt > 1e-6
-        ut = np.where(valid, cam[:, 0] / np.maximum(zt, 1e-6) * fx + cx, -1.0)
-        vt = np.where(valid, -cam[:, 1] / np.maximum(zt, 1e-6) * fy + cy, -1.0)
-        inside = valid & (ut >= px) & (ut < px + pw) & (vt >= py) & (vt < py + ph)
+        ut, vt, zt = project_points(points_world, meta, meta["frames"][train_index])
+        inside = (zt > 1e-6) & (ut >= px) & (ut < px + pw) & (vt >= py) & (vt < py + ph)
         ui = np.clip(ut.astype(int), 0, w - 1)
         vi = np.clip(vt.astype(int), 0, h - 1)
         surface = depth[train_index][vi, ui]

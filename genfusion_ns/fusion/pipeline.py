@@ -487,37 +487,37 @@ class GenFusionPipeline(VanillaPipeline):
         'training-views' and 'weigh'), record the decision in ``views.checks`` (written to the manifest) and in
         ``frame_checks`` (checkpoint state), and log it; then keep the render where the photos confirm it
         (``keep_confirmed_render``) and mask out of training the pixels they see (``repaired_pixels``
-        'unobserved'). The check judges the model's own output, before that."""
+        'unobserved'); last, weigh down the pixels where the render showed a surface (``repaired_covered_weight``).
+        The check judges the model's own output, before that."""
         cfg = self.config
         check = cfg.repaired_frame_check != "off"
         unobserved = cfg.repaired_pixels == "unobserved"
-        weigh_covered = cfg.repaired_covered_weight < 1.0
-        if not (check or cfg.keep_confirmed_render or unobserved or weigh_covered) or views.input_rgb is None \
-                or views.input_depth is None:
+        if views.input_rgb is None or views.input_depth is None:
             return
-        settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
-                                           min_valid_fraction=cfg.repaired_frame_min_valid_fraction,
-                                           num_views=cfg.repaired_frame_check_views,
-                                           by_rank=cfg.repaired_frame_check == "weigh",
-                                           rank_floor=cfg.repaired_frame_weight_floor)
-        cameras = agreement.pinholes(views.camera_to_worlds, views.fx, views.fy, views.cx, views.cy)
-        train_cameras = agreement.pinholes(real_cameras.camera_to_worlds, real_cameras.fx, real_cameras.fy,
-                                           real_cameras.cx, real_cameras.cy)
-        render = views.input_rgb.float() / 255.0
-        warps = agreement.warp_neighbours(views.input_depth, cameras, train_cameras,
-                                          lambda i: self._training_evidence(real_cameras, i), settings)
-        if check:
-            self._judge_frames(views, agreement.check_frames(views.rgb.float() / 255.0, render, warps, settings))
-        if cfg.keep_confirmed_render:
-            confirmed = agreement.confirmed_pixels(render, warps, cfg.confirmed_render_tolerance)
-            views.use_renders(confirmed)
-            _record_pixel_fraction(views, confirmed, "render_kept_fraction",
-                                        "keeps the render where the training photos confirm it")
-        if unobserved:
-            views.loss_masks = ~agreement.observed_pixels(warps, views.depth.shape)
-            _record_pixel_fraction(views, views.loss_masks, "trained_fraction",
-                                        "trains on the pixels no training photo sees")
-        if weigh_covered:
+        if check or cfg.keep_confirmed_render or unobserved:  # what the training photos say (renders their depth)
+            settings = agreement.CheckSettings(min_gain_db=cfg.repaired_frame_min_gain_db,
+                                               min_valid_fraction=cfg.repaired_frame_min_valid_fraction,
+                                               num_views=cfg.repaired_frame_check_views,
+                                               by_rank=cfg.repaired_frame_check == "weigh",
+                                               rank_floor=cfg.repaired_frame_weight_floor)
+            cameras = agreement.pinholes(views.camera_to_worlds, views.fx, views.fy, views.cx, views.cy)
+            train_cameras = agreement.pinholes(real_cameras.camera_to_worlds, real_cameras.fx, real_cameras.fy,
+                                               real_cameras.cx, real_cameras.cy)
+            render = views.input_rgb.float() / 255.0
+            warps = agreement.warp_neighbours(views.input_depth, cameras, train_cameras,
+                                              lambda i: self._training_evidence(real_cameras, i), settings)
+            if check:
+                self._judge_frames(views, agreement.check_frames(views.rgb.float() / 255.0, render, warps, settings))
+            if cfg.keep_confirmed_render:
+                confirmed = agreement.confirmed_pixels(render, warps, cfg.confirmed_render_tolerance)
+                views.use_renders(confirmed)
+                _record_pixel_fraction(views, confirmed, "render_kept_fraction",
+                                       "keeps the render where the training photos confirm it")
+            if unobserved:
+                views.loss_masks = ~agreement.observed_pixels(warps, views.depth.shape)
+                _record_pixel_fraction(views, views.loss_masks, "trained_fraction",
+                                       "trains on the pixels no training photo sees")
+        if cfg.repaired_covered_weight < 1.0:  # needs only the render's own depth, no photo
             empty = views.input_depth <= 0
             weights = torch.where(empty, 1.0, cfg.repaired_covered_weight)
             views.loss_masks = weights if views.loss_masks is None else views.loss_masks.float() * weights

@@ -257,3 +257,11 @@ def test_ctrl_c_during_a_round_saves_a_checkpoint_and_leaves_no_half_round(tiny_
     repaired = config.get_base_dir() / "genfusion_repaired"
     assert not repaired.exists() or not list(repaired.iterdir())
     assert signal.getsignal(signal.SIGINT) is handler_before  # the trainer's Ctrl+C handler is gone again
+
+
+def test_no_training_photo_to_decide_unobserved_pixels_fails_at_start_up(tiny_scene, tmp_path):
+    from genfusion_ns.fusion.pipeline import FusionSettingsError
+
+    config = fusion_config(tiny_scene, tmp_path / "runs", repaired_pixels="unobserved", unobserved_views=0).pipeline
+    with pytest.raises(FusionSettingsError, match="unobserved-views"):
+        config.setup(device="cpu", test_mode="val")

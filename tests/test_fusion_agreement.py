@@ -323,6 +323,37 @@ def test_unobserved_mode_trains_repaired_frames_only_where_no_training_photo_see
     assert float(GenFusionPipeline._repaired_losses(fake, 60)["repaired_depth_loss"]) > 1e-3
 
 
+def test_unobserved_pixels_come_from_every_training_photo_while_the_check_keeps_its_nearest():
+    from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
+
+    novel, near, far = camera(), camera((0.5, 0.0, 0.0)), camera((-1.5, 0.0, 0.0))
+    truth, depth = ray_cast(novel)
+    _, seen_near = warp_training_view(*ray_cast(near), near, depth, novel)
+    _, seen_far = warp_training_view(*ray_cast(far), far, depth, novel)
+    assert (seen_far & ~seen_near).any()  # the far photo sees a band the nearest one does not
+    to_bytes = lambda image: (image * 255).round().to(torch.uint8)  # noqa: E731
+    trains = [near, far]
+    real = SimpleNamespace(camera_to_worlds=torch.stack([c.camera_to_world for c in trains]),
+                           fx=torch.full((2, 1), F), fy=torch.full((2, 1), F), cx=torch.full((2, 1), W / 2),
+                           cy=torch.full((2, 1), H / 2))
+
+    def masks(**options):
+        views = RepairedViews(camera_to_worlds=novel.camera_to_world[None].clone(), fx=torch.tensor([F]),
+                              fy=torch.tensor([F]), cx=torch.tensor([W / 2]), cy=torch.tensor([H / 2]),
+                              rgb=to_bytes(truth)[None], depth=depth[None].clone(), round_index=0, step=100,
+                              input_rgb=to_bytes(truth)[None], input_depth=depth[None].clone())
+        config = GenFusionPipelineConfig(repaired_pixels="unobserved", repaired_frame_check_views=1, **options)
+        fake = SimpleNamespace(config=config, frame_checks=[],
+                               _training_evidence=lambda cams, i: (*ray_cast(trains[i]), None))
+        fake._judge_frames = lambda views, verdicts: GenFusionPipeline._judge_frames(fake, views, verdicts)
+        GenFusionPipeline._check_repaired_frames(fake, views, real)
+        assert views.checks[0]["views"] == [0]  # the check still judges against the nearest photo only
+        return views.loss_masks[0]
+
+    assert torch.equal(masks(), ~(seen_near | seen_far))  # default: no training photo sees these pixels
+    assert torch.equal(masks(unobserved_views=1), ~seen_near)  # only the nearest photo decides
+
+
 def test_the_pipeline_weighs_falls_back_measures_or_ignores_by_mode():
     from genfusion_ns.fusion.pipeline import GenFusionPipeline, GenFusionPipelineConfig
 

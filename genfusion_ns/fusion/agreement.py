@@ -337,6 +337,12 @@ def warp_neighbours(
     return out
 
 
+def nearest_warps(warps: Sequence[NeighbourWarps], k: int) -> List[NeighbourWarps]:
+    """Each frame's ``k`` nearest warps (:func:`warp_neighbours` orders them nearest first), so that one set of
+    warps serves both a check over few views and a mask over many."""
+    return [NeighbourWarps(w.views[:k], w.warped[:k], w.valid[:k]) for w in warps]
+
+
 def check_frames(
     repaired_rgb: torch.Tensor,
     render_rgb: torch.Tensor,

@@ -124,9 +124,13 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     """Mean absolute colour difference (colours in [0, 1]) up to which a photo confirms the render at a pixel."""
     repaired_pixels: Literal["all", "unobserved"] = "all"
     """Which pixels of a repaired frame train the scene. 'all': every pixel (the authors). 'unobserved': only those
-    that none of the nearest training photos sees (warped through the rendered depth, as the frame check does:
-    in front of the photo's camera, inside its image and mask, not occluded), colour and depth alike; where a photo
-    sees the surface, the photo alone supervises it, and the video model only fills what no photo shows."""
+    that no training photo sees (warped through the rendered depth, as the frame check does: in front of the photo's
+    camera, inside its image and mask, not occluded), colour and depth alike; where a photo sees the surface, the
+    photo alone supervises it, and the video model only fills what no photo shows."""
+    unobserved_views: Optional[int] = None
+    """'unobserved': the training photos that decide whether a pixel is seen, the nearest N to each frame (None:
+    every training photo; each costs a depth render and a warp per frame). In a masked capture the nearest 2 miss
+    about a third of the photographed pixels (docs/benchmarks.md, "unobserved over every photo")."""
     repaired_covered_weight: float = 1.0
     """Weight of the repaired-frame pixels where the render already showed a surface, relative to the pixels it left
     empty (colour; the depth term keeps every pixel with a weight above 0). Where the render is empty the model's fill
@@ -260,6 +264,9 @@ class GenFusionPipeline(VanillaPipeline):
                                       f"({cfg.repaired_frame_min_valid_fraction}) must be in [0, 1] and "
                                       f"--pipeline.repaired-frame-check-views ({cfg.repaired_frame_check_views}) "
                                       "at least 1.")
+        if cfg.unobserved_views is not None and cfg.unobserved_views < 1:
+            raise FusionSettingsError(f"--pipeline.unobserved-views must be at least 1 (or None for every training "
+                                      f"photo), got {cfg.unobserved_views}.")
         if not 0.0 < cfg.repaired_frame_weight_floor <= 1.0:
             raise FusionSettingsError(f"--pipeline.repaired-frame-weight-floor must be in (0, 1] (0 would skip the "
                                       f"worst frame), got {cfg.repaired_frame_weight_floor}.")
@@ -504,8 +511,13 @@ class GenFusionPipeline(VanillaPipeline):
             train_cameras = agreement.pinholes(real_cameras.camera_to_worlds, real_cameras.fx, real_cameras.fy,
                                                real_cameras.cx, real_cameras.cy)
             render = views.input_rgb.float() / 255.0
-            warps = agreement.warp_neighbours(views.input_depth, cameras, train_cameras,
-                                              lambda i: self._training_evidence(real_cameras, i), settings)
+            num_views = settings.num_views
+            if unobserved:  # one set of warps, nearest first: the check and the kept render use its first views
+                num_views = max(num_views, cfg.unobserved_views or len(train_cameras))
+            all_warps = agreement.warp_neighbours(views.input_depth, cameras, train_cameras,
+                                                  lambda i: self._training_evidence(real_cameras, i),
+                                                  replace(settings, num_views=num_views))
+            warps = agreement.nearest_warps(all_warps, settings.num_views)
             if check:
                 self._judge_frames(views, agreement.check_frames(views.rgb.float() / 255.0, render, warps, settings))
             if cfg.keep_confirmed_render:
@@ -514,7 +526,7 @@ class GenFusionPipeline(VanillaPipeline):
                 _record_pixel_fraction(views, confirmed, "render_kept_fraction",
                                        "keeps the render where the training photos confirm it")
             if unobserved:
-                views.loss_masks = ~agreement.observed_pixels(warps, views.depth.shape)
+                views.loss_masks = ~agreement.observed_pixels(all_warps, views.depth.shape)
                 _record_pixel_fraction(views, views.loss_masks, "trained_fraction",
                                        "trains on the pixels no training photo sees")
         if cfg.repaired_covered_weight < 1.0:  # needs only the render's own depth, no photo

@@ -230,8 +230,7 @@ docs/benchmarks.md): 10 DDIM steps instead of 25, of which only those below half
 strength 0.5: the small shipped model repairs renders better from their noised latent than from pure noise), CFG 1.5
 instead of 3.2 (also measured better for that model), and a repaired view every 2nd step instead of every step. The
 repaired frames train only the pixels no training photo sees (``repaired_pixels`` 'unobserved'): where a photo sees
-the surface the small model's reproduction cost only competes with it (sparse-3 +0.27 dB over every pixel on both
-unseen rooms and both repair seeds; masked-2 level, with the crop trajectory's weight at the authors' 0.5)."""
+the surface, the small model's reproduction cost and its training textures' speckle only compete with the photo."""
 
 
 def fusion_datamanager() -> GenFusionDatamanagerConfig:

@@ -129,8 +129,8 @@ class GenFusionPipelineConfig(VanillaPipelineConfig):
     photo alone supervises it, and the video model only fills what no photo shows."""
     unobserved_views: Optional[int] = None
     """'unobserved': the training photos that decide whether a pixel is seen, the nearest N to each frame (None:
-    every training photo; each costs a depth render and a warp per frame). In a masked capture the nearest 2 miss
-    about a third of the photographed pixels (docs/benchmarks.md, "unobserved over every photo")."""
+    every training photo; each costs a depth render and a warp per frame). A few nearest photos miss much of what
+    the others photographed: a masked capture's frames then train on pixels the photos already supervise."""
     repaired_covered_weight: float = 1.0
     """Weight of the repaired-frame pixels where the render already showed a surface, relative to the pixels it left
     empty (colour; the depth term keeps every pixel with a weight above 0). Where the render is empty the model's fill

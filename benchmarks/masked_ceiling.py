@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from genfusion_ns.model.metrics import psnr
 from genfusion_ns.protocols.common import project_points
 from genfusion_ns.scenes import render_scene_views
 
@@ -43,10 +44,6 @@ def parse_args() -> argparse.Namespace:
                         help="relative depth difference under which a training view sees a point (occlusion test)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args()
-
-
-def _psnr_of_mse(mse: float) -> float:
-    return float(10.0 * np.log10(1.0 / max(mse, 1e-12)))
 
 
 def scene_cameras(scene: Path) -> tuple[dict, dict[str, int]]:
@@ -122,19 +119,18 @@ def score_run(renders: dict[str, tuple[np.ndarray, np.ndarray]], truth: np.ndarr
         gt, seen = truth[index], masks[index]
         if render.shape != gt.shape:
             raise SystemExit(f"render of {name} is {render.shape}, the scene's frame {gt.shape}: score at full size")
-        error = ((render - gt) ** 2).mean(-1)
-        sums["all"].append(_psnr_of_mse(error.mean()))
-        sums["observed"].append(_psnr_of_mse(error[seen].mean()) if seen.any() else float("nan"))
-        sums["unobserved"].append(_psnr_of_mse(error[~seen].mean()) if (~seen).any() else float("nan"))
+        sums["all"].append(psnr(render, gt))
+        sums["observed"].append(psnr(render[seen], gt[seen]) if seen.any() else float("nan"))
+        sums["unobserved"].append(psnr(render[~seen], gt[~seen]) if (~seen).any() else float("nan"))
         sums["fraction"].append(float((~seen).mean()))
         sums["in_front"].append(float((depth[seen] < 0.85 * truth_depth[index][seen]).mean()) if seen.any() else 0.0)
         flat = render.copy()
         flat[~seen] = gt[~seen].mean(0)
-        sums["mean"].append(_psnr_of_mse(((flat - gt) ** 2).mean()))
+        sums["mean"].append(psnr(flat, gt))
         blurred = np.stack([gaussian_filter(gt[..., c], sigma) for c in range(3)], axis=-1)
         smooth = render.copy()
         smooth[~seen] = blurred[~seen]
-        sums["blur"].append(_psnr_of_mse(((smooth - gt) ** 2).mean()))
+        sums["blur"].append(psnr(smooth, gt))
     return {k: float(np.nanmean(v)) for k, v in sums.items()}
 
 
